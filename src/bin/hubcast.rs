@@ -1,0 +1,141 @@
+//! The `hubcast` server binary: flags (or `HUBCAST_*` variables) → [`hubcast::Config`],
+//! logs through `tracing` (`RUST_LOG`), graceful shutdown on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// hubcast: a lock-free, high-throughput WebSocket broadcast server.
+///
+/// Clients connect to ws://HOST:PORT/ws?topic=NAME (repeat `topic` to join several; none
+/// joins "default"). Publish with POST /publish/NAME, or, unless --feed, by sending a
+/// message on the WebSocket. The demo page is at /, counters at /metrics.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Address to listen on. A non-loopback address requires --publish-token.
+    #[arg(long, env = "HUBCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Number of shards (threads); 0 = one per CPU core.
+    #[arg(long, env = "HUBCAST_SHARDS", default_value_t = 0)]
+    shards: usize,
+    /// Feed mode: clients only listen; a client that sends a message is closed (1008).
+    #[arg(long, env = "HUBCAST_FEED")]
+    feed: bool,
+    /// Origin allowed to connect besides same-origin and no-Origin clients
+    /// (repeatable, or comma-separated in the variable); `*` allows any.
+    #[arg(
+        long = "allow-origin",
+        env = "HUBCAST_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    allow_origin: Vec<String>,
+    /// Maximum concurrent WebSocket connections; further upgrades get 503.
+    #[arg(long, env = "HUBCAST_MAX_CONNECTIONS", default_value_t = 100_000)]
+    max_connections: usize,
+    /// Seconds a new connection has to send its HTTP request headers.
+    #[arg(long, env = "HUBCAST_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Bytes that may queue for one client before it is closed as a slow consumer.
+    #[arg(long, env = "HUBCAST_CLIENT_BUFFER", default_value_t = 4 << 20)]
+    client_buffer: usize,
+    /// Close code for slow consumers: 1008 (policy violation) or 1013 (try again later).
+    #[arg(long, env = "HUBCAST_SLOW_CONSUMER_CODE", default_value_t = 1008)]
+    slow_consumer_code: u16,
+    /// Largest message in bytes (after reassembly) from a client or publisher; 1009 beyond.
+    #[arg(long, env = "HUBCAST_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
+    max_message_size: usize,
+    /// Seconds between pings to each client.
+    #[arg(long, env = "HUBCAST_PING_INTERVAL", default_value_t = 30.0)]
+    ping_interval: f64,
+    /// Seconds of silence, beyond the ping interval, after which a client is closed.
+    #[arg(long, env = "HUBCAST_PONG_TIMEOUT", default_value_t = 10.0)]
+    pong_timeout: f64,
+    /// Bearer token required by POST /publish/{topic} (required off loopback).
+    #[arg(long, env = "HUBCAST_PUBLISH_TOKEN", hide_env_values = true)]
+    publish_token: Option<String>,
+    /// Seconds allowed on shutdown to close every client and flush its queue.
+    #[arg(long, env = "HUBCAST_DRAIN_TIMEOUT", default_value_t = 5.0)]
+    drain_timeout: f64,
+    /// Messages each shard's inbox holds; when full, publishes to it are dropped and counted.
+    #[arg(long, env = "HUBCAST_INBOX_CAPACITY", default_value_t = 16_384)]
+    inbox_capacity: usize,
+    /// Listen backlog (capped by net.core.somaxconn).
+    #[arg(long, env = "HUBCAST_BACKLOG", default_value_t = 8192)]
+    backlog: u32,
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .with_context(|| format!("--{name} must be a non-negative number of seconds, not {v}"))
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<hubcast::Config> {
+        Ok(hubcast::Config {
+            listen: self.listen,
+            shards: self.shards,
+            feed: self.feed,
+            allow_origins: self.allow_origin,
+            max_connections: self.max_connections,
+            handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
+            client_buffer: self.client_buffer,
+            slow_consumer_code: self.slow_consumer_code,
+            max_message_size: self.max_message_size,
+            ping_interval: seconds("ping-interval", self.ping_interval)?,
+            pong_timeout: seconds("pong-timeout", self.pong_timeout)?,
+            publish_token: self.publish_token,
+            drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
+            inbox_capacity: self.inbox_capacity,
+            backlog: self.backlog,
+            admit: None,
+        })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = Args::parse().into_config()?;
+    let server = hubcast::Server::start(config).context("cannot start hubcast")?;
+    println!(
+        "hubcast listening on http://{0}  (WebSocket: ws://{0}/ws)",
+        server.local_addr()
+    );
+
+    let hub = server.hub().clone();
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("hubcast-signals".into())
+        .spawn(move || {
+            signals.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    tracing::error!("cannot install signal handlers");
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::info!("shutting down: closing clients");
+                hub.shutdown();
+            });
+        })?;
+    server.join().context("shard failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}

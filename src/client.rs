@@ -1,0 +1,305 @@
+//! One connected client: its id, its topics, its socket and its outbound queue.
+//!
+//! This is the hub's `Client`, owned by exactly one shard and touched only by that shard's
+//! thread. Writes to the socket happen in one place — [`Client::deliver`] for the fast
+//! path and [`Client::flush`] for what had to be queued — so frames never interleave.
+//!
+//! The fast path writes a shared frame straight from the caller's buffer with one
+//! non-blocking `write`; only when the socket is full does the client keep a reference
+//! (`Bytes` clone or slice) in its queue. The queue is bounded in bytes by the caller's
+//! budget: a client over it is a slow consumer and gets closed, its queue freed.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
+
+/// Lifecycle of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Receiving broadcasts (with or without a socket attached yet).
+    Open,
+    /// A close frame is queued or sent; no more data frames are accepted.
+    Closing {
+        /// When the close started (the shard gives up on the handshake after a deadline).
+        since: Instant,
+    },
+}
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written to the socket in full.
+    Sent,
+    /// Queued (entirely or in part); the client needs a flush when writable.
+    Queued,
+    /// Queued, and the queue is now over the client's budget: a slow consumer.
+    OverBudget,
+    /// The socket failed; the client must be removed.
+    Failed,
+    /// The client is closing and takes no more data.
+    Skipped,
+}
+
+/// Outcome of a flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued went out.
+    Empty,
+    /// The socket is full; wait until writable and flush again.
+    Blocked,
+}
+
+/// A client of one shard.
+#[derive(Debug)]
+pub struct Client {
+    /// Server-wide unique id (never reused, unlike slab keys).
+    pub id: u64,
+    /// Topics joined at connect time (interned per shard).
+    pub topics: Box<[Arc<str>]>,
+    conn: Option<Rc<TcpStream>>,
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// Whether the front of the queue is the rest of a partially written frame.
+    front_partial: bool,
+    pub(crate) state: State,
+    /// Last time any frame came from the client (pong or data).
+    pub(crate) last_seen: Instant,
+    /// A flush task is running for this client.
+    pub(crate) flushing: bool,
+    /// The client's close frame arrived: once ours is out, the connection can go.
+    pub(crate) close_received: bool,
+    /// Our close frame is queued or sent: never send a second one.
+    pub(crate) close_sent: bool,
+    pub(crate) reader: Option<AbortHandle>,
+}
+
+impl Client {
+    /// A client without a socket yet: frames for it queue until [`Client::attach`].
+    pub fn new(id: u64, topics: Box<[Arc<str>]>) -> Self {
+        Client {
+            id,
+            topics,
+            conn: None,
+            queue: VecDeque::new(),
+            queued: 0,
+            front_partial: false,
+            state: State::Open,
+            last_seen: Instant::now(),
+            flushing: false,
+            close_received: false,
+            close_sent: false,
+            reader: None,
+        }
+    }
+
+    /// Gives the client its socket (after the upgrade completed).
+    pub fn attach(&mut self, conn: Rc<TcpStream>) {
+        self.last_seen = Instant::now();
+        self.conn = Some(conn);
+    }
+
+    /// The socket, once attached.
+    pub fn conn(&self) -> Option<&Rc<TcpStream>> {
+        self.conn.as_ref()
+    }
+
+    /// Bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    /// Delivers one shared frame (or batch of frames): written directly if nothing is
+    /// queued and the socket takes it all, otherwise queued by reference. `budget` bounds
+    /// the queue in bytes.
+    #[inline]
+    pub fn deliver(&mut self, frame: &Bytes, budget: usize) -> Delivery {
+        if self.state != State::Open {
+            return Delivery::Skipped;
+        }
+        match self.write_or_queue(frame) {
+            Ok(true) => Delivery::Sent,
+            Ok(false) if self.queued > budget => Delivery::OverBudget,
+            Ok(false) => Delivery::Queued,
+            Err(_) => Delivery::Failed,
+        }
+    }
+
+    /// Sends a control frame (ping, pong, close echo) regardless of budget.
+    /// Returns `Ok(true)` when written in full, `Ok(false)` when queued.
+    pub fn send_control(&mut self, frame: &Bytes) -> io::Result<bool> {
+        self.write_or_queue(frame)
+    }
+
+    /// Starts the closing handshake with an encoded close frame. With `discard`, what is
+    /// queued is dropped first (keeping only the rest of a half-written frame, so the
+    /// stream stays well-formed). Returns `Ok(true)` when nothing remains queued.
+    pub fn start_close(&mut self, close: &Bytes, discard: bool) -> io::Result<bool> {
+        if self.close_sent {
+            return Ok(self.queue.is_empty());
+        }
+        if discard {
+            let keep = usize::from(self.front_partial).min(self.queue.len());
+            self.queue.truncate(keep);
+            self.queued = self.queue.iter().map(Bytes::len).sum();
+        }
+        self.close_sent = true;
+        if let State::Open = self.state {
+            self.state = State::Closing {
+                since: Instant::now(),
+            };
+        }
+        self.write_or_queue(close)
+    }
+
+    fn write_or_queue(&mut self, frame: &Bytes) -> io::Result<bool> {
+        if self.queue.is_empty() {
+            if let Some(conn) = &self.conn {
+                match conn.try_write(frame) {
+                    Ok(n) if n == frame.len() => return Ok(true),
+                    Ok(n) => {
+                        self.front_partial = n > 0;
+                        self.push(frame.slice(n..));
+                        return Ok(false);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.push(frame.clone());
+        Ok(false)
+    }
+
+    fn push(&mut self, b: Bytes) {
+        self.queued += b.len();
+        self.queue.push_back(b);
+    }
+
+    /// Whether a flush task must be started for this client (and marks it started).
+    pub fn needs_flusher(&mut self) -> bool {
+        if !self.flushing && self.conn.is_some() && !self.queue.is_empty() {
+            self.flushing = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Writes as much of the queue as the socket takes, up to 64 buffers per `writev`.
+    pub fn flush(&mut self) -> io::Result<Flushed> {
+        let Some(conn) = self.conn.clone() else {
+            return Ok(Flushed::Blocked);
+        };
+        while !self.queue.is_empty() {
+            let mut slices: [IoSlice<'_>; 64] = std::array::from_fn(|_| IoSlice::new(&[]));
+            let mut n = 0;
+            for (slot, b) in slices.iter_mut().zip(self.queue.iter()) {
+                *slot = IoSlice::new(b);
+                n += 1;
+            }
+            let written = match conn.try_write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
+                Err(e) => return Err(e),
+            };
+            self.consume(written);
+        }
+        Ok(Flushed::Empty)
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        self.queued -= written;
+        while written > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.queue.pop_front();
+                self.front_partial = false;
+            } else {
+                front.advance(written);
+                self.front_partial = true;
+                written = 0;
+            }
+        }
+    }
+
+    /// Half-closes the socket for writing (after our close frame went out), so the
+    /// client sees EOF after the close frame.
+    pub fn shutdown_write(&self) {
+        if let Some(conn) = &self.conn {
+            let _ = socket2::SockRef::from(conn.as_ref()).shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// Whether the queue is empty.
+    pub fn is_drained(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Opcode, encode, encode_close};
+
+    #[test]
+    fn unattached_client_queues_until_budget() {
+        let mut c = Client::new(1, Box::new([]));
+        let f = encode(Opcode::Text, &[b'x'; 100]);
+        assert_eq!(c.deliver(&f, 250), Delivery::Queued);
+        assert_eq!(c.deliver(&f, 250), Delivery::Queued);
+        assert_eq!(c.deliver(&f, 250), Delivery::OverBudget);
+        assert_eq!(c.queued_bytes(), 3 * f.len());
+    }
+
+    #[test]
+    fn close_discards_queue_but_keeps_half_written_frame() {
+        let mut c = Client::new(1, Box::new([]));
+        let f = encode(Opcode::Text, &[b'x'; 100]);
+        for _ in 0..3 {
+            c.deliver(&f, usize::MAX);
+        }
+        c.consume(10); // as if a writev wrote 10 bytes of the first frame
+        assert!(c.front_partial);
+        let close = encode_close(1008, "slow");
+        assert!(!c.start_close(&close, true).expect("queue"));
+        assert_eq!(
+            c.queue.len(),
+            2,
+            "rest of the first frame, then the close frame"
+        );
+        assert_eq!(c.queued_bytes(), f.len() - 10 + close.len());
+        assert_eq!(
+            c.deliver(&f, usize::MAX),
+            Delivery::Skipped,
+            "closing takes no data"
+        );
+        assert!(
+            !c.start_close(&close, true).expect("once"),
+            "second close is not queued"
+        );
+        assert_eq!(c.queue.len(), 2);
+    }
+
+    #[test]
+    fn consume_advances_across_buffers() {
+        let mut c = Client::new(1, Box::new([]));
+        let a = Bytes::from_static(b"aaaa");
+        let b = Bytes::from_static(b"bbbb");
+        c.deliver(&a, usize::MAX);
+        c.deliver(&b, usize::MAX);
+        c.consume(6);
+        assert_eq!(c.queue.len(), 1);
+        assert_eq!(&c.queue[0][..], b"bb");
+        assert_eq!(c.queued_bytes(), 2);
+    }
+}

@@ -1,0 +1,222 @@
+//! Configuration: every knob of a hubcast server in one struct, with documented defaults.
+//!
+//! The `hubcast` binary maps its command-line flags onto this struct one-to-one; embedders
+//! build it with [`Config::default`] and change what they need.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{HeaderMap, StatusCode};
+
+use crate::error::Error;
+
+/// Default close code for a client that falls too far behind (RFC 6455: policy violation).
+pub const SLOW_CONSUMER_CLOSE: u16 = 1008;
+
+/// What the admission hook sees of an upgrade request.
+#[derive(Debug)]
+pub struct Admission<'a> {
+    /// Request headers (cookies, `Authorization`, `Origin`, …).
+    pub headers: &'a HeaderMap,
+    /// Raw query string, if any.
+    pub query: Option<&'a str>,
+    /// The peer's address, when the connection came through a hubcast listener.
+    pub peer: Option<SocketAddr>,
+    /// The topics the client asked for.
+    pub topics: &'a [String],
+}
+
+/// An admission hook's refusal: answered as an HTTP error before the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status, e.g. 401 or 403.
+    pub status: StatusCode,
+    /// Short reason, sent as the response body.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal with `status` and a reason.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// An embedder's decision on each upgrade request, called on the shard before the upgrade.
+pub type AdmitFn = dyn Fn(&Admission<'_>) -> Result<(), Refusal> + Send + Sync;
+
+/// Server configuration. See `docs/operations.md` for the flag and variable of each field.
+#[derive(Clone)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Number of shards (threads, each with its own runtime); 0 means one per CPU core.
+    pub shards: usize,
+    /// Feed mode: clients only listen; a client that sends a data message is closed (1008).
+    pub feed: bool,
+    /// Extra origins allowed to upgrade (`https://example.com`); `*` allows any.
+    /// Same-origin requests and requests without `Origin` are always allowed.
+    pub allow_origins: Vec<String>,
+    /// Maximum concurrent WebSocket connections; beyond it upgrades get 503.
+    pub max_connections: usize,
+    /// Time a new TCP connection has to send its complete HTTP request headers.
+    pub handshake_timeout: Duration,
+    /// Bytes that may be queued for one client before it is closed as a slow consumer.
+    pub client_buffer: usize,
+    /// Close code sent to a slow consumer: 1008 (policy) or 1013 (try again later).
+    pub slow_consumer_code: u16,
+    /// Largest message (after reassembly of fragments) a client or publisher may send.
+    pub max_message_size: usize,
+    /// Interval between pings to each client.
+    pub ping_interval: Duration,
+    /// A client silent for `ping_interval + pong_timeout` is closed.
+    pub pong_timeout: Duration,
+    /// Bearer token required by `POST /publish/{topic}`; required when listening on a
+    /// non-loopback address.
+    pub publish_token: Option<String>,
+    /// On shutdown: time to close every client and flush what is queued.
+    pub drain_timeout: Duration,
+    /// Frames each shard's inbox holds before a publish to that shard is dropped (counted).
+    pub inbox_capacity: usize,
+    /// Listen backlog (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: u32,
+    /// Optional admission hook (embedders only): accept or refuse each upgrade.
+    pub admit: Option<Arc<AdmitFn>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shards: 0,
+            feed: false,
+            allow_origins: Vec::new(),
+            max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            client_buffer: 4 << 20,
+            slow_consumer_code: SLOW_CONSUMER_CLOSE,
+            max_message_size: 1 << 20,
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(10),
+            publish_token: None,
+            drain_timeout: Duration::from_secs(5),
+            inbox_capacity: 16_384,
+            backlog: 8192,
+            admit: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("shards", &self.shards)
+            .field("feed", &self.feed)
+            .field("allow_origins", &self.allow_origins)
+            .field("max_connections", &self.max_connections)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("client_buffer", &self.client_buffer)
+            .field("slow_consumer_code", &self.slow_consumer_code)
+            .field("max_message_size", &self.max_message_size)
+            .field("ping_interval", &self.ping_interval)
+            .field("pong_timeout", &self.pong_timeout)
+            .field(
+                "publish_token",
+                &self.publish_token.as_ref().map(|_| "<set>"),
+            )
+            .field("drain_timeout", &self.drain_timeout)
+            .field("inbox_capacity", &self.inbox_capacity)
+            .field("backlog", &self.backlog)
+            .field("admit", &self.admit.as_ref().map(|_| "<hook>"))
+            .finish()
+    }
+}
+
+impl Config {
+    /// The number of shards this configuration runs: `shards`, or one per core when 0.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Checks the settings against each other; the error names the offending setting.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !matches!(self.slow_consumer_code, 1008 | 1013) {
+            return bad(format!(
+                "slow-consumer close code must be 1008 or 1013, not {}",
+                self.slow_consumer_code
+            ));
+        }
+        if self.client_buffer < 1024 {
+            return bad("client buffer must be at least 1024 bytes".into());
+        }
+        if self.max_message_size == 0 {
+            return bad("max message size must be positive".into());
+        }
+        if self.inbox_capacity == 0 {
+            return bad("inbox capacity must be positive".into());
+        }
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            return bad("ping interval and pong timeout must be positive".into());
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake timeout must be positive".into());
+        }
+        if let Some(t) = &self.publish_token {
+            if t.is_empty() {
+                return bad("publish token must not be empty".into());
+            }
+        }
+        if !self.listen.ip().is_loopback() && self.publish_token.is_none() {
+            return bad(format!(
+                "listening on non-loopback address {} requires a publish token \
+                 (--publish-token / HUBCAST_PUBLISH_TOKEN), so that strangers cannot publish",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_loopback() {
+        let c = Config::default();
+        assert!(c.validate().is_ok());
+        assert!(c.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn public_address_requires_a_token() {
+        let mut c = Config {
+            listen: "0.0.0.0:8080".parse().expect("addr"),
+            ..Config::default()
+        };
+        let err = c.validate().expect_err("must refuse").to_string();
+        assert!(err.contains("publish token"), "{err}");
+        c.publish_token = Some("s3cret".into());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn slow_consumer_code_is_checked() {
+        let c = Config {
+            slow_consumer_code: 1000,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! HTTP: serves one accepted connection with hyper and routes its requests.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the demo page |
+//! | `GET /ws` | WebSocket upgrade ([`crate::upgrade`]) |
+//! | `POST /publish/{topic}` | broadcast the body |
+//! | `GET /healthz` | liveness (503 while shutting down) |
+//! | `GET /metrics` | Prometheus counters |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming as Body;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::error::PublishError;
+use crate::frame::Opcode;
+use crate::hub::Hub;
+use crate::shard::Shard;
+use crate::upgrade;
+
+const PAGE: &str = include_str!("page.html");
+
+/// Serves HTTP on an accepted connection, on the current shard.
+pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let timeout = shard.hub.inner.config.handshake_timeout;
+    tokio::task::spawn_local(async move {
+        let svc = service_fn(move |req| {
+            let shard = shard.clone();
+            async move { Ok::<_, Infallible>(route(&shard, req, peer).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        }
+    });
+}
+
+async fn route(shard: &Rc<Shard>, req: Request<Body>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let hub = &shard.hub;
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/ws") => upgrade::on_shard(shard, req, peer),
+        (&Method::GET, "/") => with_type(
+            Response::new(Full::new(Bytes::from_static(PAGE.as_bytes()))),
+            "text/html; charset=utf-8",
+        ),
+        (&Method::GET, "/healthz") if hub.is_shutting_down() => {
+            upgrade::error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        }
+        (&Method::GET, "/healthz") => upgrade::error(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => with_type(
+            Response::new(Full::new(Bytes::from(hub.metrics_text()))),
+            "text/plain; version=0.0.4",
+        ),
+        (&Method::POST, p) if p.starts_with("/publish/") => publish(hub, req).await,
+        (_, "/ws" | "/" | "/healthz" | "/metrics") => {
+            upgrade::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        (_, p) if p.starts_with("/publish/") => {
+            upgrade::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
+        }
+        _ => upgrade::error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn with_type(mut r: Response<Full<Bytes>>, ty: &'static str) -> Response<Full<Bytes>> {
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ty));
+    r
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = with_type(
+        Response::new(Full::new(Bytes::from(value.to_string()))),
+        "application/json",
+    );
+    *r.status_mut() = status;
+    r
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+/// Compares secrets without leaking, through timing, how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /publish/{topic}`: the body becomes one message (binary when the content type
+/// is `application/octet-stream`, text otherwise).
+async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
+    let cfg = hub.config();
+    if let Some(token) = &cfg.publish_token {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+            let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    let raw = &req.uri().path()["/publish/".len()..];
+    let topic = match percent_encoding::percent_decode_str(raw).decode_utf8() {
+        Ok(t) => t.into_owned(),
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "topic is not valid UTF-8"),
+    };
+    let binary = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+    let limit = cfg.max_message_size;
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("message exceeds {limit} bytes"),
+            );
+        }
+        Err(_) => return json_error(StatusCode::BAD_REQUEST, "could not read the request body"),
+    };
+    let opcode = if binary { Opcode::Binary } else { Opcode::Text };
+    if !binary && simdutf8::basic::from_utf8(&body).is_err() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "body is not valid UTF-8 (send binary as application/octet-stream)",
+        );
+    }
+    match hub.publish_message(&topic, opcode, &body) {
+        Ok(n) => json(
+            StatusCode::OK,
+            serde_json::json!({ "topic": topic, "recipients": n }),
+        ),
+        Err(e @ PublishError::InvalidTopic) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e @ PublishError::TooLarge { .. }) => {
+            json_error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
+        }
+        Err(e @ (PublishError::Overloaded { .. } | PublishError::ShuttingDown)) => {
+            let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,284 @@
+//! The hub: the thread-safe handle through which anything publishes, counts, upgrades
+//! or shuts down.
+//!
+//! Publishing encodes the message **once** into a `Bytes` and pushes a reference-counted
+//! clone into each shard's inbox — one hand-off per shard, never one per recipient.
+//! `Hub` is cheap to clone and can be used from any thread, inside or outside a runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::PublishError;
+use crate::fanout::Published;
+use crate::frame::{self, Opcode};
+use crate::metrics::Metrics;
+use crate::origin::OriginPolicy;
+use crate::shard::{Incoming, ShardHandle};
+
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 128;
+
+/// Topic of clients that name none.
+pub const DEFAULT_TOPIC: &str = "default";
+
+/// Handle to a running hubcast server. Clone it freely.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = hubcast::Server::start(hubcast::Config::default())?;
+/// let hub = server.hub().clone();
+/// std::thread::spawn(move || {
+///     let _ = hub.publish("prices", r#"{"EURUSD":1.0842}"#);
+/// });
+/// server.join()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("shards", &self.inner.shards.len())
+            .field("connections", &self.connections())
+            .finish()
+    }
+}
+
+pub(crate) struct HubInner {
+    pub(crate) config: Config,
+    pub(crate) origins: OriginPolicy,
+    pub(crate) shards: Box<[Arc<ShardHandle>]>,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Connections admitted (registered or about to be): the `--max-connections` gate.
+    admitted: AtomicUsize,
+    next_shard: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    pub(crate) fn new(config: Config) -> Self {
+        let n = config.shard_count();
+        let shards = (0..n)
+            .map(|i| Arc::new(ShardHandle::new(i, config.inbox_capacity)))
+            .collect();
+        Hub {
+            inner: Arc::new(HubInner {
+                origins: OriginPolicy::new(&config.allow_origins),
+                shards,
+                metrics: Metrics::new(n),
+                shutdown: watch::Sender::new(false),
+                admitted: AtomicUsize::new(0),
+                next_shard: AtomicUsize::new(0),
+                next_id: AtomicU64::new(1),
+                config,
+            }),
+        }
+    }
+
+    /// Broadcasts a text message to every subscriber of `topic`, on every shard.
+    ///
+    /// Non-blocking and callable from any thread. Returns the number of subscribers the
+    /// message is addressed to (as of the shards' latest snapshots).
+    pub fn publish(&self, topic: &str, text: &str) -> Result<usize, PublishError> {
+        self.publish_message(topic, Opcode::Text, text.as_bytes())
+    }
+
+    /// Broadcasts a binary message to every subscriber of `topic`.
+    pub fn publish_binary(&self, topic: &str, data: &[u8]) -> Result<usize, PublishError> {
+        self.publish_message(topic, Opcode::Binary, data)
+    }
+
+    pub(crate) fn publish_message(
+        &self,
+        topic: &str,
+        opcode: Opcode,
+        payload: &[u8],
+    ) -> Result<usize, PublishError> {
+        check_topic(topic)?;
+        let limit = self.inner.config.max_message_size;
+        if payload.len() > limit {
+            return Err(PublishError::TooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        self.publish_frame(Arc::from(topic), frame::encode(opcode, payload))
+    }
+
+    /// Hands one encoded frame to every shard.
+    pub(crate) fn publish_frame(
+        &self,
+        topic: Arc<str>,
+        frame: Bytes,
+    ) -> Result<usize, PublishError> {
+        if self.is_shutting_down() {
+            return Err(PublishError::ShuttingDown);
+        }
+        self.inner.metrics.published.fetch_add(1, Ordering::Relaxed);
+        let mut recipients = 0;
+        let mut dropped = 0;
+        for shard in self.inner.shards.iter() {
+            recipients += shard.snapshot.load().subscribers(&topic).len();
+            let p = Published {
+                topic: topic.clone(),
+                frame: frame.clone(),
+            };
+            if !shard.publish(p) {
+                dropped += 1;
+                self.inner.metrics.shards[shard.index]
+                    .inbox_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                topic = &*topic,
+                dropped,
+                "shard inbox full: message dropped on those shards"
+            );
+            return Err(PublishError::Overloaded {
+                dropped,
+                shards: self.inner.shards.len(),
+            });
+        }
+        Ok(recipients)
+    }
+
+    /// Connections registered on all shards, as of their latest snapshots (a client is
+    /// counted once it is guaranteed to receive the next publish).
+    pub fn connections(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.snapshot.load().connections())
+            .sum()
+    }
+
+    /// Subscribers of `topic` on all shards, as of their latest snapshots.
+    pub fn subscribers(&self, topic: &str) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.snapshot.load().subscribers(topic).len())
+            .sum()
+    }
+
+    /// Every counter, in the Prometheus text format (what `GET /metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.render()
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close every client with 1001,
+    /// flush within the drain timeout. Returns at once; `Server::join` waits.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        for s in self.inner.shards.iter() {
+            s.wake();
+        }
+    }
+
+    /// Whether a shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// Takes over a WebSocket upgrade request received by the embedder's own HTTP
+    /// service (hyper or axum over a `tokio::net::TcpStream`): checks origin, admission
+    /// and capacity, and returns the response to send — `101 Switching Protocols`, or an
+    /// error status. After the response is sent, the connection moves to a shard.
+    ///
+    /// Must be called inside a tokio runtime. The client receives messages published
+    /// after its shard adopted it (a few microseconds after the `101`).
+    pub fn upgrade<B>(
+        &self,
+        req: &mut Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Response<Full<Bytes>> {
+        let topics = match crate::upgrade::admit(self, req, peer) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        let on_upgrade = hyper::upgrade::on(&mut *req);
+        let response = match crate::upgrade::accept_response(req) {
+            Ok(r) => r,
+            Err(resp) => {
+                self.release_slot();
+                return resp;
+            }
+        };
+        let hub = self.clone();
+        let id = self.next_client_id();
+        let shard = self.pick_shard();
+        tokio::spawn(async move {
+            let adopted = match on_upgrade.await {
+                Ok(upgraded) => crate::upgrade::into_tcp(upgraded)
+                    .and_then(|(s, buf)| Some((s.into_std().ok()?, buf))),
+                Err(_) => None,
+            };
+            match adopted {
+                Some((stream, read_buf)) => {
+                    hub.inner.shards[shard].hand_over(Incoming::Upgraded {
+                        stream,
+                        read_buf,
+                        topics,
+                        id,
+                    });
+                }
+                None => {
+                    tracing::warn!(
+                        "upgrade handed over, but the connection is not a tokio TcpStream or failed"
+                    );
+                    hub.release_slot();
+                }
+            }
+        });
+        response
+    }
+
+    pub(crate) fn pick_shard(&self) -> usize {
+        self.inner.next_shard.fetch_add(1, Ordering::Relaxed) % self.inner.shards.len()
+    }
+
+    pub(crate) fn next_client_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Reserves a connection slot; `false` when `max_connections` is reached.
+    pub(crate) fn try_reserve_slot(&self) -> bool {
+        let max = self.inner.config.max_connections;
+        self.inner
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release_slot(&self) {
+        self.inner.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Checks a topic name: 1–128 bytes.
+pub(crate) fn check_topic(topic: &str) -> Result<(), PublishError> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return Err(PublishError::InvalidTopic);
+    }
+    Ok(())
+}

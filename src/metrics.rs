@@ -1,0 +1,203 @@
+//! Counters and their Prometheus text rendering (`GET /metrics`).
+//!
+//! Counters that the fan-out path touches live per shard, each on its own cache line, so
+//! shards never contend on them; the fan-out adds once per batch, not once per recipient.
+//! A scrape sums them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+/// Counters owned by one shard (written by its thread, read by scrapes).
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Connections registered on this shard right now.
+    pub connections: AtomicU64,
+    /// Frames delivered to clients (one per recipient per message).
+    pub deliveries: AtomicU64,
+    /// Bytes handed to client sockets.
+    pub bytes_out: AtomicU64,
+    /// Messages received from clients.
+    pub messages_in: AtomicU64,
+    /// Clients closed because their queue exceeded the client buffer.
+    pub slow_consumer_closes: AtomicU64,
+    /// Clients closed because they stopped answering pings.
+    pub ping_timeouts: AtomicU64,
+    /// Clients closed for a protocol error, oversize message or bad UTF-8.
+    pub protocol_closes: AtomicU64,
+    /// Messages this shard's full inbox refused (the shard was behind).
+    pub inbox_dropped: AtomicU64,
+}
+
+/// Why an upgrade was refused; each has its own counter.
+#[derive(Debug, Clone, Copy)]
+pub enum Rejection {
+    /// Origin not allowed (403).
+    Origin = 0,
+    /// `--max-connections` reached (503).
+    Capacity = 1,
+    /// The admission hook refused.
+    Admission = 2,
+    /// Malformed upgrade request or bad topics (400).
+    BadRequest = 3,
+    /// Shutting down (503).
+    ShuttingDown = 4,
+}
+
+const REJECTION_LABELS: [&str; 5] = [
+    "origin",
+    "capacity",
+    "admission",
+    "bad_request",
+    "shutting_down",
+];
+
+/// All counters of one server.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Per-shard counters, indexed by shard.
+    pub shards: Box<[CachePadded<ShardMetrics>]>,
+    /// Messages accepted for publishing (any source).
+    pub published: CachePadded<AtomicU64>,
+    rejected: [AtomicU64; 5],
+}
+
+impl Metrics {
+    /// Counters for `shards` shards, all zero.
+    pub fn new(shards: usize) -> Self {
+        Metrics {
+            shards: (0..shards)
+                .map(|_| CachePadded::new(ShardMetrics::default()))
+                .collect(),
+            published: CachePadded::new(AtomicU64::new(0)),
+            rejected: Default::default(),
+        }
+    }
+
+    /// Counts one refused upgrade.
+    pub fn reject(&self, why: Rejection) {
+        self.rejected[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Refused upgrades for one reason.
+    pub fn rejected(&self, why: Rejection) -> u64 {
+        self.rejected[why as usize].load(Relaxed)
+    }
+
+    fn sum(&self, f: impl Fn(&ShardMetrics) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| f(s).load(Relaxed)).sum()
+    }
+
+    /// Current connections over all shards.
+    pub fn connections(&self) -> u64 {
+        self.sum(|s| &s.connections)
+    }
+
+    /// Renders every counter in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        one(
+            "hubcast_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            self.connections(),
+        );
+        one(
+            "hubcast_messages_published_total",
+            "counter",
+            "Messages accepted for publishing.",
+            self.published.load(Relaxed),
+        );
+        one(
+            "hubcast_messages_received_total",
+            "counter",
+            "Data messages received from clients.",
+            self.sum(|s| &s.messages_in),
+        );
+        one(
+            "hubcast_deliveries_total",
+            "counter",
+            "Messages delivered to clients (one per recipient).",
+            self.sum(|s| &s.deliveries),
+        );
+        one(
+            "hubcast_bytes_out_total",
+            "counter",
+            "Bytes handed to client sockets.",
+            self.sum(|s| &s.bytes_out),
+        );
+        one(
+            "hubcast_slow_consumer_closes_total",
+            "counter",
+            "Clients closed for exceeding the client buffer.",
+            self.sum(|s| &s.slow_consumer_closes),
+        );
+        one(
+            "hubcast_ping_timeouts_total",
+            "counter",
+            "Clients closed for not answering pings.",
+            self.sum(|s| &s.ping_timeouts),
+        );
+        one(
+            "hubcast_protocol_closes_total",
+            "counter",
+            "Clients closed for protocol errors, oversize messages or bad UTF-8.",
+            self.sum(|s| &s.protocol_closes),
+        );
+        one(
+            "hubcast_inbox_dropped_total",
+            "counter",
+            "Messages dropped because a shard's inbox was full.",
+            self.sum(|s| &s.inbox_dropped),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hubcast_shard_connections Open connections per shard.\n# TYPE hubcast_shard_connections gauge"
+        );
+        for (i, s) in self.shards.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "hubcast_shard_connections{{shard=\"{i}\"}} {}",
+                s.connections.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hubcast_rejected_upgrades_total Upgrade requests refused, by reason.\n# TYPE hubcast_rejected_upgrades_total counter"
+        );
+        for (i, label) in REJECTION_LABELS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "hubcast_rejected_upgrades_total{{reason=\"{label}\"}} {}",
+                self.rejected[i].load(Relaxed)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_sums_shards_and_labels_rejections() {
+        let m = Metrics::new(2);
+        m.shards[0].connections.store(3, Relaxed);
+        m.shards[1].connections.store(4, Relaxed);
+        m.shards[1].deliveries.store(10, Relaxed);
+        m.reject(Rejection::Origin);
+        let text = m.render();
+        assert!(text.contains("\nhubcast_connections 7\n"), "{text}");
+        assert!(text.contains("hubcast_shard_connections{shard=\"1\"} 4"));
+        assert!(text.contains("hubcast_deliveries_total 10"));
+        assert!(text.contains("hubcast_rejected_upgrades_total{reason=\"origin\"} 1"));
+    }
+}

@@ -1,0 +1,259 @@
+//! Read: frames in from one client, until it closes, breaks the protocol, or vanishes.
+//!
+//! fastwebsockets parses and unmasks the frames and answers pings; its obligated replies
+//! (pongs, close echoes) go to the client's single writer on the shard, between whole
+//! frames. This module adds what hubcast needs on top: reassembly with a limit on the
+//! *whole* message (fastwebsockets limits single frames), UTF-8 checks of reassembled
+//! text, the mapping of every violation to its close code, and publishing what a client
+//! says to the topics it joined.
+//!
+//! An idle client pins no read buffer: the parser (and its buffer) is only created once
+//! the socket first has something to read.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use fastwebsockets::{OpCode, Role, WebSocketError};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::frame::{self, Opcode};
+use crate::registry::ClientRef;
+use crate::shard::Shard;
+
+/// How a client's read side ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The socket closed or failed without a close handshake.
+    Gone,
+    /// The client sent a close frame; the echo to send back.
+    Closed(Bytes),
+    /// The client broke a rule: close with this code and reason.
+    Violation(u16, &'static str),
+}
+
+/// Reads one client until the end, then closes or removes it.
+pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes) {
+    match read(&shard, who, &conn, pre).await {
+        End::Gone => shard.remove(who),
+        End::Closed(echo) => shard.client_closed(who, &echo),
+        End::Violation(code, reason) => {
+            shard
+                .metrics()
+                .protocol_closes
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                client = who.id,
+                code,
+                reason,
+                "closing client for a protocol violation"
+            );
+            shard.close_client(who, &frame::encode_close(code, reason), true);
+            // Keep reading (and discarding) until the client closes too: closing a socket
+            // with unread input resets it, and the client would never see our close code.
+            let linger = shard.hub.inner.config.pong_timeout;
+            let _ = tokio::time::timeout(linger, discard_input(&conn)).await;
+            shard.remove(who);
+        }
+    }
+}
+
+async fn read(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pre: Bytes) -> End {
+    if pre.is_empty() && conn.readable().await.is_err() {
+        return End::Gone;
+    }
+    let cfg = &shard.hub.inner.config;
+    let max = cfg.max_message_size;
+    let (mut ws, _) = fastwebsockets::after_handshake_split(
+        SocketRead {
+            conn: conn.clone(),
+            pre,
+        },
+        tokio::io::sink(),
+        Role::Server,
+    );
+    // fastwebsockets refuses frames of `>= max_message_size`; ours is inclusive.
+    ws.set_max_message_size(max.saturating_add(1));
+    let mut partial: Option<(Opcode, Vec<u8>)> = None;
+    let mut obligated = |f: fastwebsockets::Frame<'_>| {
+        // Only pongs come this way (close echoes are sent by `run`, after the frame).
+        if f.opcode == OpCode::Pong {
+            shard.send_control(who, &frame::encode(Opcode::Pong, &f.payload));
+        }
+        std::future::ready(Ok::<(), Infallible>(()))
+    };
+    loop {
+        let f = match ws.read_frame(&mut obligated).await {
+            Ok(f) => f,
+            Err(e) => return end_for(e),
+        };
+        shard.touch(who);
+        let opcode = match f.opcode {
+            OpCode::Close => {
+                return End::Closed(frame::encode(Opcode::Close, close_echo(&f.payload)));
+            }
+            OpCode::Ping | OpCode::Pong => continue,
+            OpCode::Text => Opcode::Text,
+            OpCode::Binary => Opcode::Binary,
+            OpCode::Continuation => {
+                let Some((op, buf)) = partial.as_mut() else {
+                    return End::Violation(1002, "continuation frame without a message");
+                };
+                if buf.len() + f.payload.len() > max {
+                    return End::Violation(1009, "message too big");
+                }
+                buf.extend_from_slice(&f.payload);
+                if !f.fin {
+                    continue;
+                }
+                let op = *op;
+                let Some((_, buf)) = partial.take() else {
+                    continue;
+                };
+                if op == Opcode::Text && simdutf8::basic::from_utf8(&buf).is_err() {
+                    return End::Violation(1007, "invalid UTF-8 in text message");
+                }
+                if let Err(end) = message(shard, who, op, &buf) {
+                    return end;
+                }
+                continue;
+            }
+        };
+        if partial.is_some() {
+            return End::Violation(1002, "new message before the previous one was finished");
+        }
+        if f.fin {
+            // fastwebsockets has checked UTF-8 of unfragmented text already.
+            if let Err(end) = message(shard, who, opcode, &f.payload) {
+                return end;
+            }
+        } else {
+            partial = Some((opcode, f.payload.to_vec()));
+        }
+    }
+}
+
+/// A complete message from a client: broadcast it to the topics the client joined
+/// (chat behaviour), or refuse it in feed mode.
+fn message(shard: &Shard, who: ClientRef, opcode: Opcode, payload: &[u8]) -> Result<(), End> {
+    if shard.hub.inner.config.feed {
+        return Err(End::Violation(
+            1008,
+            "this server is a feed: clients may not send messages",
+        ));
+    }
+    shard.metrics().messages_in.fetch_add(1, Ordering::Relaxed);
+    let topics = match shard.registry.borrow_mut().get_mut(who) {
+        Some(c) => c.topics.clone(),
+        None => return Err(End::Gone),
+    };
+    let encoded = frame::encode(opcode, payload);
+    for topic in topics.iter() {
+        // A full inbox is counted and logged by the hub; the sender keeps its connection.
+        let _ = shard.hub.publish_frame(topic.clone(), encoded.clone());
+    }
+    Ok(())
+}
+
+/// The close frame to send back: the client's status code, without its reason.
+fn close_echo(payload: &[u8]) -> &[u8] {
+    &payload[..payload.len().min(2)]
+}
+
+fn end_for(e: WebSocketError) -> End {
+    use WebSocketError as E;
+    match e {
+        E::FrameTooLarge => End::Violation(1009, "message too big"),
+        E::InvalidUTF8 => End::Violation(1007, "invalid UTF-8 in text message"),
+        E::InvalidCloseCode | E::InvalidCloseFrame => End::Violation(1002, "invalid close frame"),
+        E::ReservedBitsNotZero => {
+            End::Violation(1002, "reserved bits set (no extensions were negotiated)")
+        }
+        E::ControlFrameFragmented | E::PingFrameTooLarge => {
+            End::Violation(1002, "invalid control frame")
+        }
+        E::InvalidFragment | E::InvalidContinuationFrame => {
+            End::Violation(1002, "invalid fragmentation")
+        }
+        E::InvalidValue => End::Violation(1002, "unknown opcode"),
+        _ => End::Gone,
+    }
+}
+
+async fn discard_input(conn: &TcpStream) {
+    let mut sink = [0u8; 4096];
+    loop {
+        if conn.readable().await.is_err() {
+            return;
+        }
+        match conn.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The read side of a shared socket: first the bytes hyper read past the handshake,
+/// then the socket itself. Writes go elsewhere (the client's single writer).
+struct SocketRead {
+    conn: Rc<TcpStream>,
+    pre: Bytes,
+}
+
+impl AsyncRead for SocketRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(self.conn.poll_read_ready(cx))?;
+            match self.conn.try_read_buf(buf) {
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_map_to_close_codes() {
+        assert_eq!(
+            end_for(WebSocketError::FrameTooLarge),
+            End::Violation(1009, "message too big")
+        );
+        assert!(matches!(
+            end_for(WebSocketError::InvalidUTF8),
+            End::Violation(1007, _)
+        ));
+        assert!(matches!(
+            end_for(WebSocketError::ReservedBitsNotZero),
+            End::Violation(1002, _)
+        ));
+        assert_eq!(end_for(WebSocketError::UnexpectedEOF), End::Gone);
+    }
+
+    #[test]
+    fn close_echo_keeps_only_the_code() {
+        assert_eq!(close_echo(&[3, 232, b'b', b'y', b'e']), &[3, 232]);
+        assert_eq!(close_echo(&[]), &[] as &[u8]);
+    }
+}

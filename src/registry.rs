@@ -1,0 +1,260 @@
+//! Register and unregister: one shard's clients in a `slab`, and the immutable
+//! [`Snapshot`] that fan-out reads.
+//!
+//! Fan-out must never lock, and a connect storm must not cost O(clients) per connect.
+//! So connects and disconnects only mark the registry dirty; the shard rebuilds the
+//! snapshot at most once per batch of messages (or once per tick when idle) and publishes
+//! it through an `ArcSwap`, where any thread can read it lock-free (the hub counts
+//! recipients from it).
+//!
+//! Slab keys are reused, so a removed client's slot is only freed at the next rebuild:
+//! until then an older snapshot may still name the slot, and must find it dead, not
+//! occupied by a newcomer with other topics.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use slab::Slab;
+
+use crate::client::Client;
+
+/// A stable reference to a client: its slot plus its never-reused id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRef {
+    /// Slab key (reused after the client is gone).
+    pub key: usize,
+    /// Server-wide id (never reused).
+    pub id: u64,
+}
+
+/// Who listens to what on one shard, at one moment. Immutable once built.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    topics: HashMap<Arc<str>, Box<[u32]>>,
+    connections: usize,
+}
+
+impl Snapshot {
+    /// Slab keys of the clients subscribed to `topic`.
+    #[inline]
+    pub fn subscribers(&self, topic: &str) -> &[u32] {
+        self.topics.get(topic).map_or(&[], |v| v)
+    }
+
+    /// Clients registered when the snapshot was built.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// Number of topics with at least one subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+}
+
+enum Slot {
+    Live(Client),
+    /// Gone; the slot is freed at the next rebuild.
+    Dead,
+}
+
+/// One shard's clients.
+#[derive(Default)]
+pub struct Registry {
+    slots: Slab<Slot>,
+    interned: HashSet<Arc<str>>,
+    dead: Vec<usize>,
+    live: usize,
+    dirty: bool,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("live", &self.live)
+            .field("dirty", &self.dirty)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns the shard's shared copy of a topic name, so that every client and every
+    /// snapshot of this shard points at one allocation per topic.
+    pub fn intern(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.interned.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(topic);
+        self.interned.insert(t.clone());
+        t
+    }
+
+    /// Registers a client; it joins the next snapshot.
+    pub fn insert(&mut self, client: Client) -> ClientRef {
+        let id = client.id;
+        let key = self.slots.insert(Slot::Live(client));
+        self.live += 1;
+        self.dirty = true;
+        ClientRef { key, id }
+    }
+
+    /// The client behind `who`, if it is still registered.
+    #[inline]
+    pub fn get_mut(&mut self, who: ClientRef) -> Option<&mut Client> {
+        match self.slots.get_mut(who.key) {
+            Some(Slot::Live(c)) if c.id == who.id => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The live client in slot `key` (used by fan-out with keys from a snapshot).
+    #[inline]
+    pub fn by_key(&mut self, key: usize) -> Option<&mut Client> {
+        match self.slots.get_mut(key) {
+            Some(Slot::Live(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Unregisters a client and returns it (dropping it closes its socket). The slot
+    /// stays reserved until the next rebuild.
+    pub fn remove(&mut self, who: ClientRef) -> Option<Client> {
+        let slot = self.slots.get_mut(who.key)?;
+        match slot {
+            Slot::Live(c) if c.id == who.id => {}
+            _ => return None,
+        }
+        let Slot::Live(client) = std::mem::replace(slot, Slot::Dead) else {
+            return None;
+        };
+        self.dead.push(who.key);
+        self.live -= 1;
+        self.dirty = true;
+        Some(client)
+    }
+
+    /// Clients registered now.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no client is registered.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Whether registrations changed since the last rebuild.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Every live client, with its reference.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ClientRef, &mut Client)> {
+        self.slots.iter_mut().filter_map(|(key, s)| match s {
+            Slot::Live(c) => Some((ClientRef { key, id: c.id }, c)),
+            Slot::Dead => None,
+        })
+    }
+
+    /// Frees dead slots and builds a new snapshot: O(clients), called at most once per
+    /// batch or tick, never once per connect.
+    pub fn rebuild(&mut self) -> Snapshot {
+        for key in self.dead.drain(..) {
+            self.slots.remove(key);
+        }
+        // Topic names are interned, so one topic is one pointer: group by address, and
+        // skip even that lookup while consecutive clients share a topic (the common case).
+        let mut groups: Vec<(Arc<str>, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<*const u8, usize> = HashMap::new();
+        let mut last: Option<(*const u8, usize)> = None;
+        for (key, slot) in self.slots.iter() {
+            let Slot::Live(c) = slot else { continue };
+            for t in c.topics.iter() {
+                let ptr = t.as_ptr();
+                let g = match last {
+                    Some((p, g)) if p == ptr => g,
+                    _ => *index.entry(ptr).or_insert_with(|| {
+                        groups.push((t.clone(), Vec::new()));
+                        groups.len() - 1
+                    }),
+                };
+                last = Some((ptr, g));
+                groups[g].1.push(key as u32);
+            }
+        }
+        // Topics nobody holds any more are forgotten.
+        self.interned.retain(|t| Arc::strong_count(t) > 1);
+        self.dirty = false;
+        Snapshot {
+            topics: groups
+                .into_iter()
+                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .collect(),
+            connections: self.live,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(reg: &mut Registry, id: u64, topics: &[&str]) -> Client {
+        let t: Box<[Arc<str>]> = topics.iter().map(|t| reg.intern(t)).collect();
+        Client::new(id, t)
+    }
+
+    #[test]
+    fn snapshot_groups_by_topic_and_skips_removed() {
+        let mut reg = Registry::new();
+        let a = client(&mut reg, 1, &["x"]);
+        let a = reg.insert(a);
+        let b = client(&mut reg, 2, &["x", "y"]);
+        let b = reg.insert(b);
+        let snap = reg.rebuild();
+        assert_eq!(snap.subscribers("x").len(), 2);
+        assert_eq!(snap.subscribers("y"), &[b.key as u32]);
+        assert!(snap.subscribers("z").is_empty());
+        assert!(reg.remove(a).is_some());
+        assert!(reg.remove(a).is_none(), "removing twice is harmless");
+        assert!(reg.get_mut(a).is_none());
+        let snap = reg.rebuild();
+        assert_eq!(snap.subscribers("x"), &[b.key as u32]);
+        assert_eq!(snap.connections(), 1);
+    }
+
+    #[test]
+    fn a_stale_reference_never_reaches_a_newcomer() {
+        let mut reg = Registry::new();
+        let c = client(&mut reg, 1, &["x"]);
+        let old = reg.insert(c);
+        reg.remove(old);
+        // Before the rebuild the slot stays dead: a newcomer gets another key.
+        let c = client(&mut reg, 2, &["x"]);
+        let new = reg.insert(c);
+        assert_ne!(old.key, new.key);
+        reg.rebuild();
+        let c = client(&mut reg, 3, &["x"]);
+        let newer = reg.insert(c);
+        assert!(
+            reg.get_mut(old).is_none(),
+            "id check guards reused slots (key {})",
+            newer.key
+        );
+    }
+
+    #[test]
+    fn unused_topics_are_forgotten() {
+        let mut reg = Registry::new();
+        let c = client(&mut reg, 1, &["gone"]);
+        let r = reg.insert(c);
+        reg.remove(r);
+        reg.rebuild();
+        assert!(reg.interned.is_empty());
+    }
+}

@@ -1,0 +1,125 @@
+//! The server: binds, starts one thread per shard, and waits for them on shutdown.
+//!
+//! Each shard thread runs a tokio *current-thread* runtime with a `LocalSet`, so the
+//! shard's state can live in `Rc`/`RefCell` — it never leaves the thread. Shard 0 also
+//! runs the acceptor, which deals connections out round-robin.
+
+use std::net::{SocketAddr, TcpListener};
+use std::thread::JoinHandle;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::shard::Shard;
+
+/// A running hubcast server.
+///
+/// ```no_run
+/// # fn main() -> Result<(), hubcast::Error> {
+/// let server = hubcast::Server::start(hubcast::Config::default())?;
+/// println!("listening on ws://{}/ws", server.local_addr());
+/// server.join()
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    hub: Hub,
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `config.listen` and starts serving; returns once the shard threads run.
+    /// Needs no runtime of the caller's (each shard brings its own), and may be called
+    /// from inside one.
+    pub fn start(config: Config) -> Result<Server, Error> {
+        config.validate()?;
+        let listener = crate::listener::bind(config.listen, config.backlog)?;
+        Self::start_inner(listener, config)
+    }
+
+    /// Serves on an existing listener (its address overrides `config.listen`).
+    pub fn with_listener(listener: TcpListener, mut config: Config) -> Result<Server, Error> {
+        config.listen = listener.local_addr()?;
+        config.validate()?;
+        listener.set_nonblocking(true)?;
+        Self::start_inner(listener, config)
+    }
+
+    fn start_inner(listener: TcpListener, config: Config) -> Result<Server, Error> {
+        let local_addr = listener.local_addr()?;
+        let hub = Hub::new(config);
+        let n = hub.inner.shards.len();
+        let mut listener = Some(listener);
+        let mut threads = Vec::with_capacity(n);
+        for index in 0..n {
+            let shard_hub = hub.clone();
+            let listener = if index == 0 { listener.take() } else { None };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let spawned = std::thread::Builder::new()
+                .name(format!("hubcast-shard-{index}"))
+                .spawn(move || {
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&runtime, async move {
+                        let shard = Shard::new(shard_hub, index);
+                        if let Some(listener) = listener {
+                            tokio::task::spawn_local(crate::listener::accept_loop(
+                                shard.clone(),
+                                listener,
+                            ));
+                        }
+                        shard.run().await;
+                    });
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    hub.shutdown();
+                    return Err(e.into());
+                }
+            }
+        }
+        tracing::info!(addr = %local_addr, shards = n, "hubcast listening");
+        Ok(Server {
+            hub,
+            local_addr,
+            threads,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The hub: publish, count, upgrade, shut down.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Starts a graceful shutdown (same as [`Hub::shutdown`]).
+    pub fn shutdown(&self) {
+        self.hub.shutdown();
+    }
+
+    /// Blocks until every shard has stopped (after a shutdown).
+    pub fn join(self) -> Result<(), Error> {
+        let mut result = Ok(());
+        for (i, t) in self.threads.into_iter().enumerate() {
+            if t.join().is_err() {
+                result = Err(Error::ShardPanicked(i));
+            }
+        }
+        result
+    }
+
+    /// Waits, without blocking the async runtime, until every shard has stopped.
+    pub async fn stopped(self) -> Result<(), Error> {
+        match tokio::task::spawn_blocking(move || self.join()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ShardPanicked(usize::MAX)),
+        }
+    }
+}

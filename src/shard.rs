@@ -1,0 +1,508 @@
+//! Shards own their connections: one thread, one current-thread tokio runtime, one
+//! registry, and every socket of its clients.
+//!
+//! Other threads reach a shard only through its [`ShardHandle`]: a bounded inbox of
+//! encoded frames, a queue of incoming sockets, and a wake-up. The shard's dispatcher
+//! drains *everything* pending before it writes, so under load frames batch up by
+//! themselves and each socket sees one write per batch. Everything else about a client —
+//! queue, flush, close handshake, pings — happens on this thread only, so none of it
+//! needs a lock.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use crossbeam_queue::{ArrayQueue, SegQueue};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::client::{Client, Flushed, State};
+use crate::fanout::{Outcome, Published, fan_out_batch};
+use crate::frame::{self, Opcode};
+use crate::hub::Hub;
+use crate::metrics::ShardMetrics;
+use crate::registry::{ClientRef, Registry, Snapshot};
+
+/// Most frames taken from the inbox per dispatch round, so that a flood of publishes
+/// cannot starve the shard's readers and timers.
+const MAX_BATCH: usize = 4096;
+
+/// Least time between two idle-time snapshot rebuilds: a connect storm costs one rebuild
+/// per tick, not one per connect. A publish always rebuilds first if anything changed.
+const REBUILD_TICK: Duration = Duration::from_millis(2);
+
+/// Work handed to a shard from other threads.
+pub(crate) enum Incoming {
+    /// A freshly accepted TCP connection; the shard serves its HTTP.
+    Tcp(std::net::TcpStream, SocketAddr),
+    /// A connection upgraded by an embedder's HTTP service, to be adopted as a client.
+    Upgraded {
+        stream: std::net::TcpStream,
+        read_buf: Bytes,
+        topics: Vec<String>,
+        id: u64,
+    },
+}
+
+/// The thread-safe face of a shard.
+pub(crate) struct ShardHandle {
+    pub(crate) index: usize,
+    inbox: ArrayQueue<Published>,
+    incoming: SegQueue<Incoming>,
+    scheduled: AtomicBool,
+    notify: Notify,
+    /// Who listens to what on this shard; read lock-free by any thread.
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+}
+
+impl ShardHandle {
+    pub(crate) fn new(index: usize, inbox_capacity: usize) -> Self {
+        ShardHandle {
+            index,
+            inbox: ArrayQueue::new(inbox_capacity),
+            incoming: SegQueue::new(),
+            scheduled: AtomicBool::new(false),
+            notify: Notify::new(),
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+        }
+    }
+
+    /// Queues a frame for this shard's subscribers; `false` when the inbox is full.
+    #[inline]
+    pub(crate) fn publish(&self, p: Published) -> bool {
+        if self.inbox.push(p).is_err() {
+            return false;
+        }
+        self.wake();
+        true
+    }
+
+    /// Hands a connection to this shard.
+    pub(crate) fn hand_over(&self, incoming: Incoming) {
+        self.incoming.push(incoming);
+        self.wake();
+    }
+
+    /// Wakes the dispatcher, at most once per round: publishers that find it already
+    /// scheduled skip the notify entirely.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        if !self.scheduled.swap(true, Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// A shard, as seen from its own thread.
+pub(crate) struct Shard {
+    pub(crate) handle: Arc<ShardHandle>,
+    pub(crate) hub: Hub,
+    pub(crate) registry: RefCell<Registry>,
+    /// Wakes the dispatcher for local reasons (registrations) and the drain (removals).
+    local: Notify,
+    last_rebuild: Cell<Instant>,
+    batch: RefCell<Vec<Published>>,
+    outcome: RefCell<Outcome>,
+    ping: Bytes,
+}
+
+impl Shard {
+    pub(crate) fn new(hub: Hub, index: usize) -> Rc<Self> {
+        Rc::new(Shard {
+            handle: hub.inner.shards[index].clone(),
+            hub,
+            registry: RefCell::new(Registry::new()),
+            local: Notify::new(),
+            last_rebuild: Cell::new(Instant::now()),
+            batch: RefCell::new(Vec::with_capacity(MAX_BATCH)),
+            outcome: RefCell::new(Outcome::default()),
+            ping: frame::encode(Opcode::Ping, b""),
+        })
+    }
+
+    pub(crate) fn metrics(&self) -> &ShardMetrics {
+        &self.hub.inner.metrics.shards[self.handle.index]
+    }
+
+    /// Runs the shard until shutdown, then closes its clients and returns.
+    pub(crate) async fn run(self: Rc<Self>) {
+        tokio::task::spawn_local(self.clone().ping_loop());
+        self.dispatch().await;
+        self.drain().await;
+    }
+
+    async fn dispatch(self: &Rc<Self>) {
+        let mut shutdown = self.hub.inner.shutdown.subscribe();
+        loop {
+            self.handle.scheduled.store(false, Ordering::SeqCst);
+            while let Some(incoming) = self.handle.incoming.pop() {
+                self.take(incoming);
+            }
+            {
+                let mut batch = self.batch.borrow_mut();
+                while batch.len() < MAX_BATCH {
+                    match self.handle.inbox.pop() {
+                        Some(p) => batch.push(p),
+                        None => break,
+                    }
+                }
+            }
+            let mut deadline = None;
+            if !self.batch.borrow().is_empty() {
+                self.rebuild_if_dirty();
+                self.fan_out();
+            } else if self.registry.borrow().is_dirty() {
+                let due = self.last_rebuild.get() + REBUILD_TICK;
+                if Instant::now() >= due {
+                    self.rebuild_if_dirty();
+                } else {
+                    deadline = Some(tokio::time::Instant::from_std(due));
+                }
+            }
+            if !self.handle.inbox.is_empty() || !self.handle.incoming.is_empty() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.handle.notify.notified() => {}
+                _ = self.local.notified() => {}
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+    }
+
+    fn rebuild_if_dirty(&self) {
+        let mut reg = self.registry.borrow_mut();
+        if reg.is_dirty() {
+            let snap = reg.rebuild();
+            self.handle.snapshot.store(Arc::new(snap));
+            self.last_rebuild.set(Instant::now());
+        }
+    }
+
+    fn fan_out(self: &Rc<Self>) {
+        let snapshot = self.handle.snapshot.load();
+        let mut outcome = self.outcome.borrow_mut();
+        outcome.clear();
+        {
+            let mut batch = self.batch.borrow_mut();
+            let mut reg = self.registry.borrow_mut();
+            fan_out_batch(
+                &mut reg,
+                &snapshot,
+                &batch,
+                self.hub.inner.config.client_buffer,
+                &mut outcome,
+            );
+            batch.clear();
+        }
+        let m = self.metrics();
+        m.deliveries
+            .fetch_add(outcome.deliveries, Ordering::Relaxed);
+        m.bytes_out.fetch_add(outcome.bytes, Ordering::Relaxed);
+        for &who in &outcome.to_flush {
+            self.spawn_flusher(who);
+        }
+        if !outcome.over_budget.is_empty() {
+            let close = frame::encode_close(
+                self.hub.inner.config.slow_consumer_code,
+                "slow consumer: too far behind",
+            );
+            for &who in &outcome.over_budget {
+                m.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    client = who.id,
+                    shard = self.handle.index,
+                    "closing slow consumer"
+                );
+                self.close_client(who, &close, true);
+            }
+        }
+        for &who in &outcome.failed {
+            self.remove(who);
+        }
+    }
+
+    fn take(self: &Rc<Self>, incoming: Incoming) {
+        match incoming {
+            Incoming::Tcp(stream, peer) => match TcpStream::from_std(stream) {
+                Ok(stream) => crate::http::serve(self.clone(), stream, peer),
+                Err(e) => warn!(error = %e, "cannot register accepted socket"),
+            },
+            Incoming::Upgraded {
+                stream,
+                read_buf,
+                topics,
+                id,
+            } => {
+                let who = self.register(id, &topics);
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => self.attach(who, stream, read_buf),
+                    Err(e) => {
+                        warn!(error = %e, "cannot adopt upgraded connection");
+                        self.remove(who);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers a client before its upgrade completes, so it receives every message
+    /// published after it got its `101` response.
+    pub(crate) fn register(&self, id: u64, topics: &[String]) -> ClientRef {
+        let mut reg = self.registry.borrow_mut();
+        let topics = topics.iter().map(|t| reg.intern(t)).collect();
+        let who = reg.insert(Client::new(id, topics));
+        self.metrics().connections.fetch_add(1, Ordering::Relaxed);
+        self.local.notify_one();
+        who
+    }
+
+    /// Gives a registered client its socket and starts reading from it.
+    pub(crate) fn attach(self: &Rc<Self>, who: ClientRef, stream: TcpStream, read_buf: Bytes) {
+        let conn = Rc::new(stream);
+        let mut reg = self.registry.borrow_mut();
+        let Some(client) = reg.get_mut(who) else {
+            return; // removed meanwhile (shutdown); dropping the stream closes it
+        };
+        client.attach(conn.clone());
+        let flush = client.needs_flusher();
+        let reader =
+            tokio::task::spawn_local(crate::reader::run(self.clone(), who, conn, read_buf));
+        client.reader = Some(reader.abort_handle());
+        drop(reg);
+        if flush {
+            self.spawn_flusher(who);
+        }
+    }
+
+    /// Unregisters a client and closes its socket.
+    pub(crate) fn remove(&self, who: ClientRef) {
+        let removed = self.registry.borrow_mut().remove(who);
+        if let Some(client) = removed {
+            if let Some(reader) = &client.reader {
+                reader.abort();
+            }
+            self.metrics().connections.fetch_sub(1, Ordering::Relaxed);
+            self.hub.release_slot();
+            self.local.notify_one();
+            debug!(client = who.id, shard = self.handle.index, "client removed");
+        }
+    }
+
+    /// Marks that a client seems alive (any frame from it).
+    pub(crate) fn touch(&self, who: ClientRef) {
+        if let Some(c) = self.registry.borrow_mut().get_mut(who) {
+            c.last_seen = Instant::now();
+        }
+    }
+
+    /// Sends a control frame (pong) to a client through its single writer.
+    pub(crate) fn send_control(self: &Rc<Self>, who: ClientRef, frame: &Bytes) {
+        let mut reg = self.registry.borrow_mut();
+        let Some(c) = reg.get_mut(who) else { return };
+        match c.send_control(frame) {
+            Ok(true) => {}
+            Ok(false) => {
+                let flush = c.needs_flusher();
+                drop(reg);
+                if flush {
+                    self.spawn_flusher(who);
+                }
+            }
+            Err(_) => {
+                drop(reg);
+                self.remove(who);
+            }
+        }
+    }
+
+    /// Starts a close handshake with `close` (an encoded close frame). With `discard`
+    /// the client's queue is dropped first (slow consumers, protocol errors).
+    pub(crate) fn close_client(self: &Rc<Self>, who: ClientRef, close: &Bytes, discard: bool) {
+        let mut reg = self.registry.borrow_mut();
+        let Some(c) = reg.get_mut(who) else { return };
+        match c.start_close(close, discard) {
+            Ok(true) => {
+                drop(reg);
+                self.drained(who);
+            }
+            Ok(false) => {
+                let flush = c.needs_flusher();
+                drop(reg);
+                if flush {
+                    self.spawn_flusher(who);
+                }
+            }
+            Err(_) => {
+                drop(reg);
+                self.remove(who);
+            }
+        }
+    }
+
+    /// The client sent its close frame: answer it (unless we closed first) and finish.
+    pub(crate) fn client_closed(self: &Rc<Self>, who: ClientRef, echo: &Bytes) {
+        if let Some(c) = self.registry.borrow_mut().get_mut(who) {
+            c.close_received = true;
+        }
+        self.close_client(who, echo, false);
+    }
+
+    /// A client's queue just emptied: after our close frame, half-close the socket, and
+    /// once both sides have closed, let the client go.
+    fn drained(&self, who: ClientRef) {
+        let mut reg = self.registry.borrow_mut();
+        let Some(c) = reg.get_mut(who) else { return };
+        if !c.close_sent {
+            return;
+        }
+        c.shutdown_write();
+        let done = c.close_received || c.conn().is_none();
+        drop(reg);
+        if done {
+            self.remove(who);
+        }
+    }
+
+    fn spawn_flusher(self: &Rc<Self>, who: ClientRef) {
+        tokio::task::spawn_local(self.clone().flush_loop(who));
+    }
+
+    /// Writes a client's queue whenever its socket becomes writable, until it is empty.
+    async fn flush_loop(self: Rc<Self>, who: ClientRef) {
+        loop {
+            let conn = {
+                let mut reg = self.registry.borrow_mut();
+                let Some(c) = reg.get_mut(who) else { return };
+                match c.flush() {
+                    Ok(Flushed::Empty) => {
+                        c.flushing = false;
+                        drop(reg);
+                        self.drained(who);
+                        return;
+                    }
+                    Ok(Flushed::Blocked) => c.conn().cloned(),
+                    Err(_) => None,
+                }
+            };
+            let Some(conn) = conn else {
+                self.remove(who);
+                return;
+            };
+            if conn.writable().await.is_err() {
+                self.remove(who);
+                return;
+            }
+        }
+    }
+
+    async fn ping_loop(self: Rc<Self>) {
+        let cfg = &self.hub.inner.config;
+        let mut tick = tokio::time::interval(cfg.ping_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.ping_sweep();
+        }
+    }
+
+    /// Pings every client, closes those silent too long, and gives up on close
+    /// handshakes that did not finish in time.
+    fn ping_sweep(self: &Rc<Self>) {
+        let cfg = &self.hub.inner.config;
+        let now = Instant::now();
+        let silent_limit = cfg.ping_interval + cfg.pong_timeout;
+        let (mut flush, mut silent, mut expired) = (Vec::new(), Vec::new(), Vec::new());
+        {
+            let mut reg = self.registry.borrow_mut();
+            for (who, c) in reg.iter_mut() {
+                match c.state {
+                    State::Closing { since } => {
+                        if now.duration_since(since) > cfg.pong_timeout {
+                            expired.push(who);
+                        }
+                    }
+                    State::Open if c.conn().is_none() => {}
+                    State::Open if now.duration_since(c.last_seen) > silent_limit => {
+                        silent.push(who)
+                    }
+                    State::Open => match c.send_control(&self.ping) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if c.needs_flusher() {
+                                flush.push(who);
+                            }
+                        }
+                        Err(_) => expired.push(who),
+                    },
+                }
+            }
+        }
+        for who in flush {
+            self.spawn_flusher(who);
+        }
+        if !silent.is_empty() {
+            let close = frame::encode_close(1008, "ping timeout");
+            for who in silent {
+                self.metrics().ping_timeouts.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    client = who.id,
+                    "closing client: no pong within the timeout"
+                );
+                // The peer is unresponsive: say why (best effort), then let it go.
+                if let Some(c) = self.registry.borrow_mut().get_mut(who) {
+                    let _ = c.start_close(&close, true);
+                    c.shutdown_write();
+                }
+                self.remove(who);
+            }
+        }
+        for who in expired {
+            self.remove(who);
+        }
+    }
+
+    /// Shutdown: close every client with 1001, in batches spread over half the drain
+    /// window so they do not all reconnect elsewhere at the same instant; then wait for
+    /// the close handshakes (or the deadline).
+    async fn drain(self: &Rc<Self>) {
+        let cfg = &self.hub.inner.config;
+        let deadline = tokio::time::Instant::now() + cfg.drain_timeout;
+        let all: Vec<ClientRef> = self
+            .registry
+            .borrow_mut()
+            .iter_mut()
+            .map(|(w, _)| w)
+            .collect();
+        let close = frame::encode_close(1001, "server shutting down");
+        let batches = if all.len() <= 256 { 1 } else { 10 };
+        let per_batch = all.len().div_ceil(batches).max(1);
+        let pause = cfg.drain_timeout / 2 / batches as u32;
+        for (i, chunk) in all.chunks(per_batch).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for &who in chunk {
+                self.close_client(who, &close, false);
+            }
+        }
+        while !self.registry.borrow().is_empty() {
+            tokio::select! {
+                _ = self.local.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(shard = self.handle.index, left = self.registry.borrow().len(), "drain deadline passed; dropping remaining clients");
+                    break;
+                }
+            }
+        }
+    }
+}

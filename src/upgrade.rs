@@ -1,0 +1,193 @@
+//! Upgrade: the gorilla `Upgrader`, from an HTTP request to a registered client.
+//!
+//! In order: is it a WebSocket handshake, is the server shutting down, is the origin
+//! allowed, are the topics valid, does the embedder's admission hook agree, is there
+//! capacity — each refusal is an HTTP status with a reason, before any upgrade. Then the
+//! client is registered on the shard *before* the `101` goes out (so it cannot miss a
+//! message published after it saw the `101`), and once hyper hands back the raw
+//! connection, the shard attaches the socket — together with any bytes the client sent
+//! right behind its handshake, which hyper has already read.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::config::Admission;
+use crate::hub::{DEFAULT_TOPIC, Hub, MAX_TOPIC_LEN};
+use crate::metrics::Rejection;
+use crate::shard::Shard;
+
+/// Most topics one connection may join.
+pub const MAX_TOPICS: usize = 64;
+
+/// A plain-text error response.
+pub(crate) fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Topics named in the query (`?topic=a&topic=b`), or the default topic.
+pub(crate) fn topics_from_query(query: Option<&str>) -> Result<Vec<String>, String> {
+    let mut topics: Vec<String> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k != "topic" {
+            continue;
+        }
+        if v.is_empty() || v.len() > MAX_TOPIC_LEN {
+            return Err(format!("topic names must be 1-{MAX_TOPIC_LEN} bytes"));
+        }
+        if !topics.iter().any(|t| *t == v) {
+            topics.push(v.into_owned());
+        }
+    }
+    if topics.len() > MAX_TOPICS {
+        return Err(format!("at most {MAX_TOPICS} topics per connection"));
+    }
+    if topics.is_empty() {
+        topics.push(DEFAULT_TOPIC.to_owned());
+    }
+    Ok(topics)
+}
+
+/// Every check before an upgrade; on success a connection slot is reserved and the
+/// topics are returned.
+pub(crate) fn admit<B>(
+    hub: &Hub,
+    req: &Request<B>,
+    peer: Option<SocketAddr>,
+) -> Result<Vec<String>, Response<Full<Bytes>>> {
+    let m = &hub.inner.metrics;
+    let refuse = |why: Rejection, status: StatusCode, reason: &str| {
+        m.reject(why);
+        debug!(?peer, %status, reason, "upgrade refused");
+        Err(error(status, reason))
+    };
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return refuse(
+            Rejection::BadRequest,
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade request",
+        );
+    }
+    if hub.is_shutting_down() {
+        return refuse(
+            Rejection::ShuttingDown,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is shutting down",
+        );
+    }
+    if !hub.inner.origins.allows(req.headers()) {
+        return refuse(
+            Rejection::Origin,
+            StatusCode::FORBIDDEN,
+            "origin not allowed",
+        );
+    }
+    let topics = match topics_from_query(req.uri().query()) {
+        Ok(t) => t,
+        Err(reason) => return refuse(Rejection::BadRequest, StatusCode::BAD_REQUEST, &reason),
+    };
+    if let Some(admit) = &hub.inner.config.admit {
+        let a = Admission {
+            headers: req.headers(),
+            query: req.uri().query(),
+            peer,
+            topics: &topics,
+        };
+        if let Err(refusal) = admit(&a) {
+            return refuse(Rejection::Admission, refusal.status, &refusal.reason);
+        }
+    }
+    if !hub.try_reserve_slot() {
+        return refuse(
+            Rejection::Capacity,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        );
+    }
+    Ok(topics)
+}
+
+/// The `101` response (checks `Sec-WebSocket-Key` and version). The caller must have
+/// taken the request's `OnUpgrade` already.
+pub(crate) fn accept_response<B>(
+    req: &mut Request<B>,
+) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+    match fastwebsockets::upgrade::upgrade(req) {
+        // The returned future is unused: the caller already holds hyper's `OnUpgrade`.
+        Ok((resp, _)) => Ok(resp.map(|_| Full::new(Bytes::new()))),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("bad WebSocket handshake: {e}"),
+        )),
+    }
+}
+
+/// The raw TCP stream behind an upgraded connection, plus the bytes hyper already read
+/// past the handshake (the client's first frames may be there — never drop them).
+pub(crate) fn into_tcp(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf))
+}
+
+/// `GET /ws` on a hubcast listener: admit, register, answer `101`, then attach.
+pub(crate) fn on_shard<B>(
+    shard: &Rc<Shard>,
+    mut req: Request<B>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let hub = &shard.hub;
+    let topics = match admit(hub, &req, Some(peer)) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let response = match accept_response(&mut req) {
+        Ok(r) => r,
+        Err(resp) => {
+            hub.inner.metrics.reject(Rejection::BadRequest);
+            hub.release_slot();
+            return resp;
+        }
+    };
+    let who = shard.register(hub.next_client_id(), &topics);
+    let shard = shard.clone();
+    tokio::task::spawn_local(async move {
+        match on_upgrade.await.ok().and_then(into_tcp) {
+            Some((stream, read_buf)) => shard.attach(who, stream, read_buf),
+            None => shard.remove(who),
+        }
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_default_dedupe_and_decode() {
+        assert_eq!(topics_from_query(None).expect("ok"), vec!["default"]);
+        assert_eq!(topics_from_query(Some("x=1")).expect("ok"), vec!["default"]);
+        assert_eq!(
+            topics_from_query(Some("topic=a&topic=b%20c&topic=a")).expect("ok"),
+            vec!["a", "b c"]
+        );
+        assert!(topics_from_query(Some("topic=")).is_err());
+        let long = format!("topic={}", "x".repeat(MAX_TOPIC_LEN + 1));
+        assert!(topics_from_query(Some(&long)).is_err());
+    }
+}
