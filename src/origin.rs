@@ -39,7 +39,7 @@ impl OriginPolicy {
             return false;
         };
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed.iter().any(|a| *a == origin) {
+        if self.allowed.contains(&origin) {
             return true;
         }
         // Same origin: the origin's authority equals the Host the browser connected to.

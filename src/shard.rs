@@ -340,12 +340,24 @@ impl Shard {
                 if flush {
                     self.spawn_flusher(who);
                 }
+                self.close_deadline(who);
             }
             Err(_) => {
                 drop(reg);
                 self.remove(who);
             }
         }
+    }
+
+    /// A close handshake that cannot finish (the peer reads nothing) must not hold the
+    /// connection forever: after the pong timeout the client is dropped regardless.
+    fn close_deadline(self: &Rc<Self>, who: ClientRef) {
+        let shard = self.clone();
+        let after = self.hub.inner.config.pong_timeout;
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(after).await;
+            shard.remove(who);
+        });
     }
 
     /// The client sent its close frame: answer it (unless we closed first) and finish.

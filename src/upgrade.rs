@@ -8,6 +8,10 @@
 //! connection, the shard attaches the socket — together with any bytes the client sent
 //! right behind its handshake, which hyper has already read.
 
+// Refusals are whole HTTP responses; they are rare and not on a hot path, so returning
+// them by value is clearer than boxing.
+#![allow(clippy::result_large_err)]
+
 use std::net::SocketAddr;
 use std::rc::Rc;
 

@@ -1,0 +1,296 @@
+//! Shared test harness: a real hubcast server on an ephemeral loopback port, real
+//! WebSocket clients (tokio-tungstenite) and a raw-socket client for the frames a
+//! well-behaved library refuses to send.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hubcast::{Config, Hub, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Upper bound for anything a test waits for; hitting it fails the test.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+    pub hub: Hub,
+}
+
+/// Starts a server with 2 shards on 127.0.0.1:0; `tweak` adjusts the configuration.
+pub fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        shards: 2,
+        drain_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let server = Server::start(config).expect("server starts");
+    TestServer {
+        addr: server.local_addr(),
+        hub: server.hub().clone(),
+        server: Some(server),
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
+    }
+
+    /// Shuts down and waits for every shard to stop.
+    pub fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+            s.join().expect("clean shutdown");
+        }
+    }
+
+    /// Waits until `n` connections are registered (visible to fan-out and counts).
+    pub async fn wait_connections(&self, n: usize) {
+        let hub = self.hub.clone();
+        within(async move {
+            while hub.connections() != n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+    }
+
+    /// Reads one counter from /metrics text.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.hub.metrics_text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+    }
+
+    /// Waits until a counter reaches at least `n`.
+    pub async fn wait_metric(&self, name: &str, n: u64) {
+        within(async {
+            while self.metric(name) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+            let _ = s.join();
+        }
+    }
+}
+
+/// Runs `f`, failing the test if it takes longer than [`PATIENCE`].
+pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f).await.expect("timed out")
+}
+
+pub async fn connect(url: &str) -> Ws {
+    let (ws, resp) = within(tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connects");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Next data message (text or binary payload), skipping pings/pongs; None on close/EOF.
+pub async fn next_data(ws: &mut Ws) -> Option<Vec<u8>> {
+    loop {
+        match within(ws.next()).await? {
+            Ok(Message::Text(t)) => return Some(t.as_bytes().to_vec()),
+            Ok(Message::Binary(b)) => return Some(b.to_vec()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Reads until the close frame and returns its code (None if the socket just ended).
+pub async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match within(ws.next()).await {
+            Some(Ok(Message::Close(Some(f)))) => return Some(u16::from(f.code)),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    within(ws.send(Message::text(text))).await.expect("send");
+}
+
+/// Sends a raw HTTP request and returns the status code.
+pub async fn http_status(addr: SocketAddr, request: &str) -> u16 {
+    let (status, _) = http(addr, request).await;
+    status
+}
+
+/// Sends a raw HTTP/1.1 request (connection closed after) and returns status and body.
+pub async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    within(async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.expect("read");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    })
+    .await
+}
+
+/// `POST /publish/{topic}` with an optional bearer token.
+pub async fn http_publish(
+    addr: SocketAddr,
+    topic: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    http(
+        addr,
+        &format!(
+            "POST /publish/{topic} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+/// A WebSocket upgrade request as raw text.
+pub fn upgrade_request(addr: SocketAddr, query: &str, extra: &str) -> String {
+    format!(
+        "GET /ws{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+/// A raw WebSocket client: handshake by hand, then arbitrary frames.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr, query: &str) -> Raw {
+        within(async {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(upgrade_request(addr, query, "").as_bytes())
+                .await
+                .expect("write");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let end = loop {
+                let n = stream.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "closed during handshake");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            assert!(
+                buf.starts_with(b"HTTP/1.1 101"),
+                "{}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.drain(..end);
+            Raw { stream, buf }
+        })
+        .await
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        within(self.stream.write_all(bytes)).await.expect("write");
+    }
+
+    /// Reads one server frame: (fin, opcode, payload); None at EOF.
+    pub async fn frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+        within(async {
+            loop {
+                if let Some((fin, op, payload, used)) = parse_server_frame(&self.buf) {
+                    self.buf.drain(..used);
+                    return Some((fin, op, payload));
+                }
+                let mut chunk = [0u8; 65536];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads frames until a close frame; returns its code (None on EOF without one).
+    pub async fn close_code(&mut self) -> Option<u16> {
+        while let Some((_, op, payload)) = self.frame().await {
+            if op == 0x8 {
+                return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            }
+        }
+        None
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut f = vec![(u8::from(fin) << 7) | opcode];
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+fn parse_server_frame(b: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    assert_eq!(b[1] & 0x80, 0, "server frames must not be masked");
+    let (len, head) = match b[1] & 0x7f {
+        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
+        127 => {
+            let mut l = [0u8; 8];
+            l.copy_from_slice(b.get(2..10)?);
+            (u64::from_be_bytes(l) as usize, 10)
+        }
+        n => (n as usize, 2),
+    };
+    let payload = b.get(head..head + len)?.to_vec();
+    Some((b[0] & 0x80 != 0, b[0] & 0x0f, payload, head + len))
+}

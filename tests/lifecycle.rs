@@ -1,0 +1,155 @@
+//! Slow consumers, silent clients and shutdown: the offender is closed, the others lose
+//! nothing.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_while_others_get_everything() {
+    const READERS: usize = 4;
+    let server = start(|c| {
+        c.client_buffer = 256 << 10;
+        c.pong_timeout = Duration::from_millis(500);
+    });
+    // The slow client: a raw socket that never reads after the handshake.
+    let slow = Raw::connect(server.addr, "?topic=flood").await;
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let mut ws = connect(&server.url("?topic=flood")).await;
+        let received = received.clone();
+        readers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while let Some(m) = next_data(&mut ws).await {
+                let text = String::from_utf8(m).expect("utf8");
+                if text == "end" {
+                    break;
+                }
+                let seq: usize = text[..8].parse().expect("seq");
+                seqs.push(seq);
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            (seqs, ws)
+        }));
+    }
+    server.wait_connections(READERS + 1).await;
+    // Publish 16 KiB messages until the slow client is cut off; readers keep pace
+    // (each round waits for them), so only the one that never reads falls behind.
+    let pad = "x".repeat(16 << 10);
+    let mut sent = 0;
+    while server.metric("hubcast_slow_consumer_closes_total") == 0 {
+        assert!(
+            sent < 20_000,
+            "slow consumer never closed after {sent} messages"
+        );
+        for _ in 0..16 {
+            server
+                .hub
+                .publish("flood", &format!("{sent:08}{pad}"))
+                .expect("publish");
+            sent += 1;
+        }
+        let want = sent * READERS;
+        within(async {
+            while received.load(Ordering::Relaxed) < want {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
+    server.hub.publish("flood", "end").expect("publish");
+    let mut alive = Vec::new();
+    for r in readers {
+        let (seqs, ws) = r.await.expect("reader");
+        alive.push(ws);
+        assert_eq!(
+            seqs,
+            (0..sent).collect::<Vec<_>>(),
+            "a reader lost or reordered messages"
+        );
+    }
+    assert_eq!(server.metric("hubcast_slow_consumer_closes_total"), 1);
+    // The slow client's connection ends (its queue is freed, not kept).
+    let mut slow = slow;
+    let code = slow.close_code().await;
+    assert!(code.is_none() || code == Some(1008), "close code {code:?}");
+    server.wait_connections(READERS).await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed() {
+    let server = start(|c| {
+        c.ping_interval = Duration::from_millis(100);
+        c.pong_timeout = Duration::from_millis(300);
+    });
+    // A well-behaved client: tungstenite answers pings while we keep reading.
+    let mut good = connect(&server.url("?topic=p")).await;
+    let good_task = tokio::spawn(async move { next_data(&mut good).await });
+    // A raw client that reads pings but never answers them.
+    let mut mute = Raw::connect(server.addr, "?topic=p").await;
+    let mut pings = 0;
+    let code = loop {
+        match mute.frame().await {
+            Some((_, 0x9, _)) => pings += 1,
+            Some((_, 0x8, payload)) => break Some(u16::from_be_bytes([payload[0], payload[1]])),
+            Some(_) => {}
+            None => break None,
+        }
+    };
+    assert!(pings >= 1, "the server pinged first");
+    assert_eq!(code, Some(1008));
+    assert_eq!(server.metric("hubcast_ping_timeouts_total"), 1);
+    server.wait_connections(1).await;
+    // The client that answered is still there and still receives.
+    server.hub.publish("p", "still here").expect("publish");
+    assert_eq!(
+        good_task.await.expect("task").as_deref(),
+        Some(&b"still here"[..])
+    );
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_1001_to_every_client() {
+    const CLIENTS: usize = 300;
+    let server = start(|c| c.drain_timeout = Duration::from_secs(4));
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let topic = if i % 2 == 0 { "?topic=a" } else { "?topic=b" };
+        clients.push(connect(&server.url(topic)).await);
+    }
+    server.wait_connections(CLIENTS).await;
+    let waiting: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let code = close_code(&mut ws).await;
+                // Keep polling so the client sends its close reply and sees EOF.
+                while next_data(&mut ws).await.is_some() {}
+                code
+            })
+        })
+        .collect();
+    let addr = server.addr;
+    let hub = server.hub.clone();
+    let stopped = tokio::task::spawn_blocking(move || server.stop());
+    for w in waiting {
+        assert_eq!(w.await.expect("client"), Some(1001));
+    }
+    within(stopped).await.expect("server stopped");
+    assert!(hub.is_shutting_down());
+    assert_eq!(
+        hub.publish("a", "too late"),
+        Err(hubcast::PublishError::ShuttingDown)
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}

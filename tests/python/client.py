@@ -1,0 +1,24 @@
+"""A third-party client for hubcast's tests: Python `websockets`.
+
+Usage: client.py URL COUNT
+Connects, prints "ready", receives COUNT messages, sends one of its own, waits for its
+echo (chat behaviour), closes normally, and prints a JSON summary on the last line.
+"""
+import asyncio
+import json
+import sys
+
+import websockets
+
+
+async def main(url: str, count: int) -> None:
+    async with websockets.connect(url, max_size=2**21) as ws:
+        print("ready", flush=True)
+        got = [await ws.recv() for _ in range(count)]
+        await ws.send("py:hello")
+        echo = await ws.recv()
+        await ws.close(1000)
+        print(json.dumps({"received": got, "echo": echo, "close_code": ws.close_code}), flush=True)
+
+
+asyncio.run(asyncio.wait_for(main(sys.argv[1], int(sys.argv[2])), timeout=30))
