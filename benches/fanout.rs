@@ -1,1 +1,193 @@
-fn main() {}
+//! Fan-out inside one shard, without the network in the way:
+//!
+//! - `queued/10000`: one shared frame to 10,000 clients whose sockets are full (so each
+//!   keeps a reference in its queue) — the per-recipient bookkeeping alone.
+//! - `sockets/1000`: one shared frame to 1,000 real loopback sockets, written directly
+//!   (a thread drains the peers) — bookkeeping plus one `write` per recipient.
+//!
+//! Both print the heap allocations made per recipient during the measured fan-outs,
+//! counted by a wrapping global allocator: the fan-out path must make none.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Read;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use hubcast::client::Client;
+use hubcast::fanout::{Outcome, fan_out};
+use hubcast::frame::{Opcode, encode};
+use hubcast::registry::Registry;
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn queued(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let mut reg = Registry::new();
+    let topic = reg.intern("t");
+    for i in 0..N {
+        reg.insert(Client::new(i as u64, Box::new([topic.clone()])));
+    }
+    let snap = reg.rebuild();
+    let frame = encode(Opcode::Text, &[b'x'; 64]);
+    let mut out = Outcome::default();
+    // Warm up each queue's capacity, as a steady state would have it.
+    fan_out(
+        &mut reg,
+        snap.subscribers("t"),
+        &frame,
+        1,
+        usize::MAX,
+        &mut out,
+    );
+    let mut allocs = 0;
+    let mut deliveries = 0;
+    let mut g = c.benchmark_group("fanout_queued");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function(BenchmarkId::from_parameter(N), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                for (_, c) in reg.iter_mut() {
+                    c.discard_queue();
+                }
+                out.clear();
+                let before = ALLOCS.load(Ordering::Relaxed);
+                let t = Instant::now();
+                fan_out(
+                    &mut reg,
+                    snap.subscribers("t"),
+                    &frame,
+                    1,
+                    usize::MAX,
+                    &mut out,
+                );
+                total += t.elapsed();
+                allocs += ALLOCS.load(Ordering::Relaxed) - before;
+                deliveries += out.deliveries;
+            }
+            total
+        })
+    });
+    g.finish();
+    println!("fanout_queued: {allocs} allocations over {deliveries} deliveries");
+    assert_eq!(allocs, 0, "fan-out must not allocate per recipient");
+}
+
+fn sockets(c: &mut Criterion) {
+    const N: usize = 1000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut peers = Vec::new();
+    let mut conns = Vec::new();
+    let mut reg = Registry::new();
+    let topic = reg.intern("t");
+    for i in 0..N {
+        let peer = std::net::TcpStream::connect(addr).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        server_side.set_nonblocking(true).expect("nonblocking");
+        peer.set_nonblocking(true).expect("nonblocking");
+        let conn = Rc::new(tokio::net::TcpStream::from_std(server_side).expect("register"));
+        let who = reg.insert(Client::new(i as u64, Box::new([topic.clone()])));
+        if let Some(c) = reg.get_mut(who) {
+            c.attach(conn.clone());
+        }
+        conns.push(conn);
+        peers.push(peer);
+    }
+    let snap = reg.rebuild();
+    // Let the reactor see every socket writable once, as a running shard would.
+    let writable = |conns: &[Rc<tokio::net::TcpStream>]| {
+        rt.block_on(async {
+            for c in conns {
+                let _ = c.writable().await;
+            }
+        })
+    };
+    writable(&conns);
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain_stop = stop.clone();
+    let drainer = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while !drain_stop.load(Ordering::Relaxed) {
+            for p in &mut peers {
+                while matches!(p.read(&mut buf), Ok(n) if n > 0) {}
+            }
+        }
+    });
+    let frame = encode(Opcode::Text, &[b'x'; 64]);
+    let mut out = Outcome::default();
+    let (mut allocs, mut deliveries, mut queued) = (0, 0, 0);
+    let mut g = c.benchmark_group("fanout_sockets");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function(BenchmarkId::from_parameter(N), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                out.clear();
+                let before = ALLOCS.load(Ordering::Relaxed);
+                let t = Instant::now();
+                fan_out(
+                    &mut reg,
+                    snap.subscribers("t"),
+                    &frame,
+                    1,
+                    usize::MAX,
+                    &mut out,
+                );
+                total += t.elapsed();
+                allocs += ALLOCS.load(Ordering::Relaxed) - before;
+                deliveries += out.deliveries;
+                // Sockets that filled up keep a reference: drop it so every round starts equal.
+                queued += out.to_flush.len();
+                if !out.to_flush.is_empty() {
+                    for (_, c) in reg.iter_mut() {
+                        c.discard_queue();
+                        c.flushing = false;
+                    }
+                    writable(&conns);
+                }
+            }
+            total
+        })
+    });
+    g.finish();
+    stop.store(true, Ordering::Relaxed);
+    let _ = drainer.join();
+    println!(
+        "fanout_sockets: {allocs} allocations over {deliveries} deliveries ({queued} had to queue)"
+    );
+}
+
+criterion_group!(benches, queued, sockets);
+criterion_main!(benches);

@@ -71,7 +71,7 @@ pub struct Client {
     /// Last time any frame came from the client (pong or data).
     pub(crate) last_seen: Instant,
     /// A flush task is running for this client.
-    pub(crate) flushing: bool,
+    pub flushing: bool,
     /// The client's close frame arrived: once ours is out, the connection can go.
     pub(crate) close_received: bool,
     /// Our close frame is queued or sent: never send a second one.
@@ -238,6 +238,13 @@ impl Client {
         if let Some(conn) = &self.conn {
             let _ = socket2::SockRef::from(conn.as_ref()).shutdown(std::net::Shutdown::Write);
         }
+    }
+
+    /// Drops everything queued (benchmarks reset clients between rounds with it).
+    pub fn discard_queue(&mut self) {
+        self.queue.clear();
+        self.queued = 0;
+        self.front_partial = false;
     }
 
     /// Whether the queue is empty.
