@@ -282,3 +282,48 @@ pub(crate) fn check_topic(topic: &str) -> Result<(), PublishError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_inbox_is_reported_and_counted_not_blocking() {
+        // No shard threads run here, so nothing drains the inboxes.
+        let hub = Hub::new(Config {
+            shards: 2,
+            inbox_capacity: 2,
+            ..Config::default()
+        });
+        assert_eq!(hub.publish("t", "1"), Ok(0));
+        assert_eq!(hub.publish("t", "2"), Ok(0));
+        assert_eq!(
+            hub.publish("t", "3"),
+            Err(PublishError::Overloaded {
+                dropped: 2,
+                shards: 2
+            })
+        );
+        assert!(hub.metrics_text().contains("hubcast_inbox_dropped_total 2"));
+    }
+
+    #[test]
+    fn publish_checks_topic_and_size() {
+        let hub = Hub::new(Config {
+            shards: 1,
+            max_message_size: 4,
+            ..Config::default()
+        });
+        assert_eq!(hub.publish("", "x"), Err(PublishError::InvalidTopic));
+        assert_eq!(
+            hub.publish(&"t".repeat(MAX_TOPIC_LEN + 1), "x"),
+            Err(PublishError::InvalidTopic)
+        );
+        assert_eq!(
+            hub.publish("t", "12345"),
+            Err(PublishError::TooLarge { size: 5, limit: 4 })
+        );
+        hub.shutdown();
+        assert_eq!(hub.publish("t", "1"), Err(PublishError::ShuttingDown));
+    }
+}

@@ -134,10 +134,20 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
     within(ws.send(Message::text(text))).await.expect("send");
 }
 
-/// Sends a raw HTTP request and returns the status code.
+/// Sends a raw HTTP request and returns the status code (reads only the status line,
+/// so it works whether or not the server keeps the connection open).
 pub async fn http_status(addr: SocketAddr, request: &str) -> u16 {
-    let (status, _) = http(addr, request).await;
-    status
+    within(async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request.as_bytes()).await.expect("write");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.expect("status line");
+        std::str::from_utf8(&head[9..12])
+            .expect("ascii")
+            .parse()
+            .expect("status")
+    })
+    .await
 }
 
 /// Sends a raw HTTP/1.1 request (connection closed after) and returns status and body.
