@@ -57,16 +57,30 @@ pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, p
             // Keep reading (and discarding) until the client closes too: closing a socket
             // with unread input resets it, and the client would never see our close code.
             let linger = shard.hub.inner.config.pong_timeout;
-            let _ = tokio::time::timeout(linger, discard_input(&conn)).await;
+            let _ = Box::pin(tokio::time::timeout(linger, discard_input(&conn))).await;
             shard.remove(who);
         }
     }
 }
 
 async fn read(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pre: Bytes) -> End {
-    if pre.is_empty() && conn.readable().await.is_err() {
-        return End::Gone;
-    }
+    let pre = if pre.is_empty() {
+        // Even empty, `pre` may share hyper's whole read buffer: let it go before idling.
+        drop(pre);
+        if conn.readable().await.is_err() {
+            return End::Gone;
+        }
+        Bytes::new()
+    } else {
+        // Copy the few early bytes out, so hyper's read buffer is not kept alive.
+        Bytes::copy_from_slice(&pre)
+    };
+    // The parser's state machine is large; boxing it keeps an idle client's task small
+    // (the box is only allocated once the client has sent something).
+    Box::pin(read_frames(shard, who, conn, pre)).await
+}
+
+async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pre: Bytes) -> End {
     let cfg = &shard.hub.inner.config;
     let max = cfg.max_message_size;
     let (mut ws, _) = fastwebsockets::after_handshake_split(
@@ -186,7 +200,8 @@ fn end_for(e: WebSocketError) -> End {
 }
 
 async fn discard_input(conn: &TcpStream) {
-    let mut sink = [0u8; 4096];
+    // On the heap: a stack array here would be part of every client's reader future.
+    let mut sink = vec![0u8; 4096];
     loop {
         if conn.readable().await.is_err() {
             return;
