@@ -85,6 +85,9 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Listen backlog (the kernel caps it at `net.core.somaxconn`).
     pub backlog: u32,
+    /// Longest a shard waits between two expensive fan-out rounds so that frames batch
+    /// up (it waits as long as the previous round took, at most this); 0 disables.
+    pub coalesce: Duration,
     /// Optional admission hook (embedders only): accept or refuse each upgrade.
     pub admit: Option<Arc<AdmitFn>>,
 }
@@ -107,6 +110,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             inbox_capacity: 16_384,
             backlog: 8192,
+            coalesce: Duration::from_millis(5),
             admit: None,
         }
     }
@@ -133,6 +137,7 @@ impl fmt::Debug for Config {
             .field("drain_timeout", &self.drain_timeout)
             .field("inbox_capacity", &self.inbox_capacity)
             .field("backlog", &self.backlog)
+            .field("coalesce", &self.coalesce)
             .field("admit", &self.admit.as_ref().map(|_| "<hook>"))
             .finish()
     }

@@ -37,6 +37,18 @@ const MAX_BATCH: usize = 4096;
 /// per tick, not one per connect. A publish always rebuilds first if anything changed.
 const REBUILD_TICK: Duration = Duration::from_millis(2);
 
+/// When the next fan-out round may start, after one that started at `started` and took
+/// `took`. A round costs about one write per subscriber whatever the number of frames
+/// it carries, so when rounds are expensive (many subscribers) the shard waits as long
+/// as the round took — at most `max` — letting frames pile up into the next round. That
+/// halves the duty cycle at most, never the throughput, and cuts the syscalls per
+/// delivery (on both ends) as the rate grows. Cheap rounds (< 1 ms, the timer's
+/// resolution) never wait.
+fn coalesce(started: Instant, took: Duration, max: Duration) -> Option<Instant> {
+    let wait = took.min(max);
+    (wait >= Duration::from_millis(1)).then(|| started + took + wait)
+}
+
 /// Work handed to a shard from other threads.
 pub(crate) enum Incoming {
     /// A freshly accepted TCP connection; the shard serves its HTTP.
@@ -139,10 +151,22 @@ impl Shard {
 
     async fn dispatch(self: &Rc<Self>) {
         let mut shutdown = self.hub.inner.shutdown.subscribe();
+        let max_coalesce = self.hub.inner.config.coalesce;
+        // Earliest start of the next fan-out round (see `coalesce` below).
+        let mut not_before: Option<Instant> = None;
         loop {
             self.handle.scheduled.store(false, Ordering::SeqCst);
             while let Some(incoming) = self.handle.incoming.pop() {
                 self.take(incoming);
+            }
+            if let Some(t) = not_before.take() {
+                if !self.handle.inbox.is_empty() && Instant::now() < t {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t.into()) => {}
+                        _ = shutdown.wait_for(|s| *s) => break,
+                    }
+                    continue;
+                }
             }
             {
                 let mut batch = self.batch.borrow_mut();
@@ -155,8 +179,10 @@ impl Shard {
             }
             let mut deadline = None;
             if !self.batch.borrow().is_empty() {
+                let started = Instant::now();
                 self.rebuild_if_dirty();
                 self.fan_out();
+                not_before = coalesce(started, started.elapsed(), max_coalesce);
             } else if self.registry.borrow().is_dirty() {
                 let due = self.last_rebuild.get() + REBUILD_TICK;
                 if Instant::now() >= due {
@@ -516,5 +542,30 @@ impl Shard {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_expensive_rounds_coalesce_and_never_beyond_the_cap() {
+        let t = Instant::now();
+        let max = Duration::from_millis(5);
+        assert_eq!(coalesce(t, Duration::from_micros(300), max), None);
+        assert_eq!(
+            coalesce(t, Duration::from_millis(2), max),
+            Some(t + Duration::from_millis(4))
+        );
+        assert_eq!(
+            coalesce(t, Duration::from_millis(20), max),
+            Some(t + Duration::from_millis(25))
+        );
+        assert_eq!(
+            coalesce(t, Duration::from_millis(20), Duration::ZERO),
+            None,
+            "0 disables"
+        );
     }
 }

@@ -68,6 +68,11 @@ struct Args {
     /// Listen backlog (capped by net.core.somaxconn).
     #[arg(long, env = "HUBCAST_BACKLOG", default_value_t = 8192)]
     backlog: u32,
+    /// Most seconds a shard waits after an expensive fan-out round (one that took over
+    /// 1 ms) before the next, so frames batch into fewer writes; it waits as long as the
+    /// round took, at most this. 0 disables.
+    #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.005)]
+    coalesce: f64,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -93,6 +98,7 @@ impl Args {
             drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
             inbox_capacity: self.inbox_capacity,
             backlog: self.backlog,
+            coalesce: seconds("coalesce", self.coalesce)?,
             admit: None,
         })
     }
