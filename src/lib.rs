@@ -55,3 +55,8 @@ pub use config::{Admission, AdmitFn, Config, Refusal};
 pub use error::{Error, PublishError};
 pub use hub::Hub;
 pub use server::Server;
+
+/// The README's examples compile and are checked as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
