@@ -38,8 +38,28 @@ enum End {
 }
 
 /// Reads one client until the end, then closes or removes it.
+///
+/// This future lives as long as the connection, so while the client is idle it must be
+/// small: it only waits for the socket to become readable; everything else (parser,
+/// reassembly, the close paths) is boxed and allocated once the client sends something.
 pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes) {
-    match read(&shard, who, &conn, pre).await {
+    let pre = if pre.is_empty() {
+        // Even empty, `pre` may share hyper's whole read buffer: let it go before idling.
+        drop(pre);
+        if conn.readable().await.is_err() {
+            shard.remove(who);
+            return;
+        }
+        Bytes::new()
+    } else {
+        // Copy the few early bytes out, so hyper's read buffer is not kept alive.
+        Bytes::copy_from_slice(&pre)
+    };
+    Box::pin(serve(shard, who, conn, pre)).await
+}
+
+async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes) {
+    match read_frames(&shard, who, &conn, pre).await {
         End::Gone => shard.remove(who),
         End::Closed(echo) => shard.client_closed(who, &echo),
         End::Violation(code, reason) => {
@@ -57,27 +77,10 @@ pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, p
             // Keep reading (and discarding) until the client closes too: closing a socket
             // with unread input resets it, and the client would never see our close code.
             let linger = shard.hub.inner.config.pong_timeout;
-            let _ = Box::pin(tokio::time::timeout(linger, discard_input(&conn))).await;
+            let _ = tokio::time::timeout(linger, discard_input(&conn)).await;
             shard.remove(who);
         }
     }
-}
-
-async fn read(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pre: Bytes) -> End {
-    let pre = if pre.is_empty() {
-        // Even empty, `pre` may share hyper's whole read buffer: let it go before idling.
-        drop(pre);
-        if conn.readable().await.is_err() {
-            return End::Gone;
-        }
-        Bytes::new()
-    } else {
-        // Copy the few early bytes out, so hyper's read buffer is not kept alive.
-        Bytes::copy_from_slice(&pre)
-    };
-    // The parser's state machine is large; boxing it keeps an idle client's task small
-    // (the box is only allocated once the client has sent something).
-    Box::pin(read_frames(shard, who, conn, pre)).await
 }
 
 async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pre: Bytes) -> End {
