@@ -30,6 +30,9 @@ use crate::upgrade;
 
 const PAGE: &str = include_str!("page.html");
 
+/// How long `POST /publish` waits for room in a full shard inbox before answering 503.
+const PUBLISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves HTTP on an accepted connection, on the current shard.
 pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let timeout = shard.hub.inner.config.handshake_timeout;
@@ -67,14 +70,17 @@ async fn route(shard: &Rc<Shard>, req: Request<Body>, peer: SocketAddr) -> Respo
             "text/plain; version=0.0.4",
         ),
         (&Method::POST, p) if p.starts_with("/publish/") => publish(hub, req).await,
-        (_, "/ws" | "/" | "/healthz" | "/metrics") => {
-            upgrade::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        (_, p) if p.starts_with("/publish/") => {
-            upgrade::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
-        }
+        (_, "/ws" | "/" | "/healthz" | "/metrics") => not_allowed("GET"),
+        (_, p) if p.starts_with("/publish/") => not_allowed("POST"),
         _ => upgrade::error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = upgrade::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    r.headers_mut()
+        .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 fn with_type(mut r: Response<Full<Bytes>>, ty: &'static str) -> Response<Full<Bytes>> {
@@ -96,6 +102,13 @@ fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({ "error": message }))
 }
 
+/// The credentials of an `Authorization: Bearer …` header (the scheme is
+/// case-insensitive).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Compares secrets without leaking, through timing, how much of a guess was right.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -110,7 +123,7 @@ async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer);
         if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
             let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             r.headers_mut()
@@ -118,10 +131,9 @@ async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
             return r;
         }
     }
-    let raw = &req.uri().path()["/publish/".len()..];
-    let topic = match percent_encoding::percent_decode_str(raw).decode_utf8() {
-        Ok(t) => t.into_owned(),
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "topic is not valid UTF-8"),
+    let topic = match upgrade::decode_topic(&req.uri().path()["/publish/".len()..]) {
+        Ok(t) => t,
+        Err(reason) => return json_error(StatusCode::BAD_REQUEST, &reason),
     };
     let binary = req
         .headers()
@@ -145,7 +157,10 @@ async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
             "body is not valid UTF-8 (send binary as application/octet-stream)",
         );
     }
-    match hub.publish_message(&topic, opcode, &body) {
+    match hub
+        .publish_message_wait(&topic, opcode, &body, PUBLISH_PATIENCE)
+        .await
+    {
         Ok(n) => json(
             StatusCode::OK,
             serde_json::json!({ "topic": topic, "recipients": n }),
@@ -172,5 +187,14 @@ mod tests {
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abc", b"abd"));
         assert!(!same_secret(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        use super::bearer;
+        assert_eq!(bearer("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer("bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer("Basic s3cret"), None);
+        assert_eq!(bearer("Bearer"), None);
     }
 }

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -116,7 +117,33 @@ impl Hub {
         self.publish_frame(Arc::from(topic), frame::encode(opcode, payload))
     }
 
-    /// Hands one encoded frame to every shard.
+    /// Checks and encodes a message, then publishes it waiting up to `patience` for room
+    /// in full inboxes (see [`Hub::publish_frame_wait`]).
+    pub(crate) async fn publish_message_wait(
+        &self,
+        topic: &str,
+        opcode: Opcode,
+        payload: &[u8],
+        patience: Duration,
+    ) -> Result<usize, PublishError> {
+        check_topic(topic)?;
+        let limit = self.inner.config.max_message_size;
+        if payload.len() > limit {
+            return Err(PublishError::TooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        self.publish_frame_wait(
+            Arc::from(topic),
+            frame::encode(opcode, payload),
+            Some(patience),
+        )
+        .await
+    }
+
+    /// Hands one encoded frame to every shard, never waiting: a shard whose inbox is full
+    /// drops it (counted, logged) and the caller gets [`PublishError::Overloaded`].
     pub(crate) fn publish_frame(
         &self,
         topic: Arc<str>,
@@ -134,7 +161,7 @@ impl Hub {
                 topic: topic.clone(),
                 frame: frame.clone(),
             };
-            if !shard.publish(p) {
+            if shard.publish(p).is_err() {
                 dropped += 1;
                 self.inner.metrics.shards[shard.index]
                     .inbox_dropped
@@ -146,6 +173,68 @@ impl Hub {
                 topic = &*topic,
                 dropped,
                 "shard inbox full: message dropped on those shards"
+            );
+            return Err(PublishError::Overloaded {
+                dropped,
+                shards: self.inner.shards.len(),
+            });
+        }
+        Ok(recipients)
+    }
+
+    /// Hands one encoded frame to every shard, waiting (up to `patience`) for room in
+    /// full inboxes instead of dropping: the back-pressure path for publishers that can
+    /// wait — a WebSocket client (its socket simply stops being read meanwhile) and
+    /// `POST /publish`. Shards that got the frame keep it; on timeout the rest drop it
+    /// (counted) and the caller gets [`PublishError::Overloaded`].
+    pub(crate) async fn publish_frame_wait(
+        &self,
+        topic: Arc<str>,
+        frame: Bytes,
+        patience: Option<Duration>,
+    ) -> Result<usize, PublishError> {
+        if self.is_shutting_down() {
+            return Err(PublishError::ShuttingDown);
+        }
+        self.inner.metrics.published.fetch_add(1, Ordering::Relaxed);
+        let deadline = patience.map(|p| tokio::time::Instant::now() + p);
+        let mut recipients = 0;
+        let mut dropped = 0;
+        for shard in self.inner.shards.iter() {
+            recipients += shard.snapshot.load().subscribers(&topic).len();
+            let mut p = Published {
+                topic: topic.clone(),
+                frame: frame.clone(),
+            };
+            let mut waited = false;
+            while let Err(back) = shard.publish(p) {
+                p = back;
+                if !waited {
+                    waited = true;
+                    self.inner
+                        .metrics
+                        .publish_waits
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if self.is_shutting_down() {
+                    return Err(PublishError::ShuttingDown);
+                }
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    dropped += 1;
+                    self.inner.metrics.shards[shard.index]
+                        .inbox_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                // The shard drains its inbox in well under a millisecond per batch.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                topic = &*topic,
+                dropped,
+                "shard inbox full past the deadline: message dropped on those shards"
             );
             return Err(PublishError::Overloaded {
                 dropped,
@@ -218,6 +307,9 @@ impl Hub {
         let response = match crate::upgrade::accept_response(req) {
             Ok(r) => r,
             Err(resp) => {
+                self.inner
+                    .metrics
+                    .reject(crate::metrics::Rejection::BadRequest);
                 self.release_slot();
                 return resp;
             }
@@ -305,6 +397,52 @@ mod tests {
             })
         );
         assert!(hub.metrics_text().contains("hubcast_inbox_dropped_total 2"));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_publish_gets_through_once_there_is_room() {
+        let hub = Hub::new(Config {
+            shards: 1,
+            inbox_capacity: 1,
+            ..Config::default()
+        });
+        assert_eq!(hub.publish("t", "1"), Ok(0));
+        let waiting = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                hub.publish_frame_wait(Arc::from("t"), Bytes::from_static(b"2"), None)
+                    .await
+            })
+        };
+        // Still full: the publish waits (and says so in the metrics) instead of dropping.
+        while !hub.metrics_text().contains("hubcast_publish_waits_total 1") {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished());
+        let first = hub.inner.shards[0].inbox.pop().expect("first frame");
+        assert_eq!(&first.frame[2..], b"1");
+        assert_eq!(waiting.await.expect("task"), Ok(0));
+        assert_eq!(
+            &hub.inner.shards[0].inbox.pop().expect("second").frame[..],
+            b"2"
+        );
+        assert!(hub.metrics_text().contains("hubcast_inbox_dropped_total 0"));
+        // With a deadline, a publish into a full inbox gives up and says so.
+        assert_eq!(hub.publish("t", "3"), Ok(0));
+        let r = hub
+            .publish_frame_wait(
+                Arc::from("t"),
+                Bytes::from_static(b"4"),
+                Some(Duration::from_millis(5)),
+            )
+            .await;
+        assert_eq!(
+            r,
+            Err(PublishError::Overloaded {
+                dropped: 1,
+                shards: 1
+            })
+        );
     }
 
     #[test]

@@ -16,8 +16,11 @@ pub struct ShardMetrics {
     pub connections: AtomicU64,
     /// Frames delivered to clients (one per recipient per message).
     pub deliveries: AtomicU64,
-    /// Bytes handed to client sockets.
+    /// Bytes written or queued for client sockets.
     pub bytes_out: AtomicU64,
+    /// Fan-out rounds (each writes one batch to every subscriber); deliveries per round
+    /// shows how well frames batch.
+    pub fanout_rounds: AtomicU64,
     /// Messages received from clients.
     pub messages_in: AtomicU64,
     /// Clients closed because their queue exceeded the client buffer.
@@ -60,6 +63,8 @@ pub struct Metrics {
     pub shards: Box<[CachePadded<ShardMetrics>]>,
     /// Messages accepted for publishing (any source).
     pub published: CachePadded<AtomicU64>,
+    /// Publishes that had to wait for room in a full shard inbox (back-pressure).
+    pub publish_waits: AtomicU64,
     rejected: [AtomicU64; 5],
 }
 
@@ -71,6 +76,7 @@ impl Metrics {
                 .map(|_| CachePadded::new(ShardMetrics::default()))
                 .collect(),
             published: CachePadded::new(AtomicU64::new(0)),
+            publish_waits: AtomicU64::new(0),
             rejected: Default::default(),
         }
     }
@@ -128,9 +134,15 @@ impl Metrics {
             self.sum(|s| &s.deliveries),
         );
         one(
+            "hubcast_fanout_rounds_total",
+            "counter",
+            "Fan-out rounds: one write per subscriber each, however many frames it carries.",
+            self.sum(|s| &s.fanout_rounds),
+        );
+        one(
             "hubcast_bytes_out_total",
             "counter",
-            "Bytes handed to client sockets.",
+            "Bytes written or queued for client sockets (queued bytes of a client closed as a slow consumer are discarded, but stay counted).",
             self.sum(|s| &s.bytes_out),
         );
         one(
@@ -150,6 +162,12 @@ impl Metrics {
             "counter",
             "Clients closed for protocol errors, oversize messages or bad UTF-8.",
             self.sum(|s| &s.protocol_closes),
+        );
+        one(
+            "hubcast_publish_waits_total",
+            "counter",
+            "Publishes (client or HTTP) that waited for room in a full shard inbox.",
+            self.publish_waits.load(Relaxed),
         );
         one(
             "hubcast_inbox_dropped_total",

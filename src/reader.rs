@@ -22,6 +22,7 @@ use fastwebsockets::{OpCode, Role, WebSocketError};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::error::PublishError;
 use crate::frame::{self, Opcode};
 use crate::registry::ClientRef;
 use crate::shard::Shard;
@@ -98,8 +99,11 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
     ws.set_max_message_size(max.saturating_add(1));
     let mut partial: Option<(Opcode, Vec<u8>)> = None;
     let mut obligated = |f: fastwebsockets::Frame<'_>| {
-        // Only pongs come this way (close echoes are sent by `run`, after the frame).
+        // Only pongs come this way (close echoes are sent by `serve`, after the frame).
+        // fastwebsockets answers a client's ping here and never returns it, so this is
+        // also where a pinging client shows it is alive.
         if f.opcode == OpCode::Pong {
+            shard.touch(who);
             shard.send_control(who, &frame::encode(Opcode::Pong, &f.payload));
         }
         std::future::ready(Ok::<(), Infallible>(()))
@@ -135,7 +139,7 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
                 if op == Opcode::Text && simdutf8::basic::from_utf8(&buf).is_err() {
                     return End::Violation(1007, "invalid UTF-8 in text message");
                 }
-                if let Err(end) = message(shard, who, op, &buf) {
+                if let Err(end) = message(shard, who, op, &buf).await {
                     return end;
                 }
                 continue;
@@ -146,7 +150,7 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
         }
         if f.fin {
             // fastwebsockets has checked UTF-8 of unfragmented text already.
-            if let Err(end) = message(shard, who, opcode, &f.payload) {
+            if let Err(end) = message(shard, who, opcode, &f.payload).await {
                 return end;
             }
         } else {
@@ -156,8 +160,10 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
 }
 
 /// A complete message from a client: broadcast it to the topics the client joined
-/// (chat behaviour), or refuse it in feed mode.
-fn message(shard: &Shard, who: ClientRef, opcode: Opcode, payload: &[u8]) -> Result<(), End> {
+/// (chat behaviour), or refuse it in feed mode. When a shard's inbox is full this waits
+/// for room — the client's socket is not read meanwhile, so TCP pushes back on the
+/// sender — rather than dropping anything.
+async fn message(shard: &Shard, who: ClientRef, opcode: Opcode, payload: &[u8]) -> Result<(), End> {
     if shard.hub.inner.config.feed {
         return Err(End::Violation(
             1008,
@@ -171,8 +177,13 @@ fn message(shard: &Shard, who: ClientRef, opcode: Opcode, payload: &[u8]) -> Res
     };
     let encoded = frame::encode(opcode, payload);
     for topic in topics.iter() {
-        // A full inbox is counted and logged by the hub; the sender keeps its connection.
-        let _ = shard.hub.publish_frame(topic.clone(), encoded.clone());
+        if let Err(PublishError::ShuttingDown) = shard
+            .hub
+            .publish_frame_wait(topic.clone(), encoded.clone(), None)
+            .await
+        {
+            return Err(End::Gone);
+        }
     }
     Ok(())
 }
@@ -186,7 +197,8 @@ fn end_for(e: WebSocketError) -> End {
     use WebSocketError as E;
     match e {
         E::FrameTooLarge => End::Violation(1009, "message too big"),
-        E::InvalidUTF8 => End::Violation(1007, "invalid UTF-8 in text message"),
+        // Text payloads and close reasons alike.
+        E::InvalidUTF8 => End::Violation(1007, "invalid UTF-8"),
         E::InvalidCloseCode | E::InvalidCloseFrame => End::Violation(1002, "invalid close frame"),
         E::ReservedBitsNotZero => {
             End::Violation(1002, "reserved bits set (no extensions were negotiated)")

@@ -12,6 +12,18 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::shard::Shard;
 
+/// Starts a shutdown if dropped while its thread panics.
+struct StopOnPanic(Hub);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("a shard panicked: shutting the server down");
+            self.0.shutdown();
+        }
+    }
+}
+
 /// A running hubcast server.
 ///
 /// ```no_run
@@ -29,7 +41,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` and starts serving; returns once the shard threads run.
+    /// Binds `config.listen` and starts serving; returns once the shard threads are
+    /// spawned (the listener is already bound, so connections queue from this point).
     /// Needs no runtime of the caller's (each shard brings its own), and may be called
     /// from inside one.
     pub fn start(config: Config) -> Result<Server, Error> {
@@ -54,6 +67,7 @@ impl Server {
         let mut threads = Vec::with_capacity(n);
         for index in 0..n {
             let shard_hub = hub.clone();
+            let panic_hub = hub.clone();
             let listener = if index == 0 { listener.take() } else { None };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -62,6 +76,9 @@ impl Server {
                 .name(format!("hubcast-shard-{index}"))
                 .spawn(move || {
                     let local = tokio::task::LocalSet::new();
+                    // A shard that panics takes the server down cleanly rather than leaving a
+                    // dead shard that is still dealt connections and messages.
+                    let _stop_on_panic = StopOnPanic(panic_hub);
                     local.block_on(&runtime, async move {
                         let shard = Shard::new(shard_hub, index);
                         if let Some(listener) = listener {

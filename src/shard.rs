@@ -37,16 +37,19 @@ const MAX_BATCH: usize = 4096;
 /// per tick, not one per connect. A publish always rebuilds first if anything changed.
 const REBUILD_TICK: Duration = Duration::from_millis(2);
 
+/// A fan-out round this long is "heavy": it wrote to many sockets.
+const HEAVY_ROUND: Duration = Duration::from_micros(250);
+
 /// When the next fan-out round may start, after one that started at `started` and took
 /// `took`. A round costs about one write per subscriber whatever the number of frames
-/// it carries, so when rounds are expensive (many subscribers) the shard waits as long
-/// as the round took — at most `max` — letting frames pile up into the next round. That
-/// halves the duty cycle at most, never the throughput, and cuts the syscalls per
-/// delivery (on both ends) as the rate grows. Cheap rounds (< 1 ms, the timer's
-/// resolution) never wait.
-fn coalesce(started: Instant, took: Duration, max: Duration) -> Option<Instant> {
-    let wait = took.min(max);
-    (wait >= Duration::from_millis(1)).then(|| started + took + wait)
+/// it carries, so after a heavy round the shard lets frames pile up until `window` has
+/// passed since the round began: at a given rate, each write then carries more frames
+/// and the syscalls per delivery fall, on both ends of every socket. Light rounds (few
+/// subscribers) never wait, and an overloaded shard (rounds longer than the window)
+/// never waits either — throughput is not capped, only the latency grows by at most
+/// `window`.
+fn coalesce(started: Instant, took: Duration, window: Duration) -> Option<Instant> {
+    (took >= HEAVY_ROUND && took < window).then(|| started + window)
 }
 
 /// Work handed to a shard from other threads.
@@ -65,7 +68,7 @@ pub(crate) enum Incoming {
 /// The thread-safe face of a shard.
 pub(crate) struct ShardHandle {
     pub(crate) index: usize,
-    inbox: ArrayQueue<Published>,
+    pub(crate) inbox: ArrayQueue<Published>,
     incoming: SegQueue<Incoming>,
     scheduled: AtomicBool,
     notify: Notify,
@@ -85,14 +88,12 @@ impl ShardHandle {
         }
     }
 
-    /// Queues a frame for this shard's subscribers; `false` when the inbox is full.
+    /// Queues a frame for this shard's subscribers; gives it back when the inbox is full.
     #[inline]
-    pub(crate) fn publish(&self, p: Published) -> bool {
-        if self.inbox.push(p).is_err() {
-            return false;
-        }
+    pub(crate) fn publish(&self, p: Published) -> Result<(), Published> {
+        self.inbox.push(p)?;
         self.wake();
-        true
+        Ok(())
     }
 
     /// Hands a connection to this shard.
@@ -233,6 +234,7 @@ impl Shard {
         m.deliveries
             .fetch_add(outcome.deliveries, Ordering::Relaxed);
         m.bytes_out.fetch_add(outcome.bytes, Ordering::Relaxed);
+        m.fanout_rounds.fetch_add(1, Ordering::Relaxed);
         for &who in &outcome.to_flush {
             self.spawn_flusher(who);
         }
@@ -513,6 +515,30 @@ impl Shard {
     /// window so they do not all reconnect elsewhere at the same instant; then wait for
     /// the close handshakes (or the deadline).
     async fn drain(self: &Rc<Self>) {
+        // Publishers were told their messages were accepted: deliver what is queued.
+        loop {
+            {
+                let mut batch = self.batch.borrow_mut();
+                while batch.len() < MAX_BATCH {
+                    match self.handle.inbox.pop() {
+                        Some(p) => batch.push(p),
+                        None => break,
+                    }
+                }
+            }
+            if self.batch.borrow().is_empty() {
+                break;
+            }
+            self.rebuild_if_dirty();
+            self.fan_out();
+        }
+        // Connections handed over but not taken yet: a plain HTTP connection is just
+        // closed; an upgraded one (it already has its 101) is adopted, to get its 1001.
+        while let Some(incoming) = self.handle.incoming.pop() {
+            if let Incoming::Upgraded { .. } = incoming {
+                self.take(incoming);
+            }
+        }
         let cfg = &self.hub.inner.config;
         let deadline = tokio::time::Instant::now() + cfg.drain_timeout;
         let all: Vec<ClientRef> = self
@@ -550,20 +576,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_expensive_rounds_coalesce_and_never_beyond_the_cap() {
+    fn only_heavy_rounds_wait_and_never_when_overloaded() {
         let t = Instant::now();
-        let max = Duration::from_millis(5);
-        assert_eq!(coalesce(t, Duration::from_micros(300), max), None);
+        let window = Duration::from_millis(10);
         assert_eq!(
-            coalesce(t, Duration::from_millis(2), max),
-            Some(t + Duration::from_millis(4))
+            coalesce(t, Duration::from_micros(100), window),
+            None,
+            "light round"
         );
         assert_eq!(
-            coalesce(t, Duration::from_millis(20), max),
-            Some(t + Duration::from_millis(25))
+            coalesce(t, Duration::from_millis(2), window),
+            Some(t + window)
         );
         assert_eq!(
-            coalesce(t, Duration::from_millis(20), Duration::ZERO),
+            coalesce(t, Duration::from_millis(20), window),
+            None,
+            "overloaded"
+        );
+        assert_eq!(
+            coalesce(t, Duration::from_millis(2), Duration::ZERO),
             None,
             "0 disables"
         );

@@ -43,22 +43,33 @@ pub(crate) fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     r
 }
 
+/// Decodes a topic name from a URL component: percent-decoding only (a `+` stays a
+/// `+`), valid UTF-8, 1–128 bytes. The query (`?topic=`) and the publish path
+/// (`/publish/{topic}`) both go through here, so a name means the same in both.
+pub(crate) fn decode_topic(raw: &str) -> Result<String, String> {
+    let topic = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| "topic names must be valid UTF-8".to_owned())?;
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return Err(format!("topic names must be 1-{MAX_TOPIC_LEN} bytes"));
+    }
+    Ok(topic.into_owned())
+}
+
 /// Topics named in the query (`?topic=a&topic=b`), or the default topic.
 pub(crate) fn topics_from_query(query: Option<&str>) -> Result<Vec<String>, String> {
     let mut topics: Vec<String> = Vec::new();
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if k != "topic" {
+    for pair in query.unwrap_or("").split('&') {
+        let Some(raw) = pair.strip_prefix("topic=") else {
             continue;
+        };
+        let topic = decode_topic(raw)?;
+        if !topics.contains(&topic) {
+            topics.push(topic);
         }
-        if v.is_empty() || v.len() > MAX_TOPIC_LEN {
-            return Err(format!("topic names must be 1-{MAX_TOPIC_LEN} bytes"));
+        if topics.len() > MAX_TOPICS {
+            return Err(format!("at most {MAX_TOPICS} topics per connection"));
         }
-        if !topics.iter().any(|t| *t == v) {
-            topics.push(v.into_owned());
-        }
-    }
-    if topics.len() > MAX_TOPICS {
-        return Err(format!("at most {MAX_TOPICS} topics per connection"));
     }
     if topics.is_empty() {
         topics.push(DEFAULT_TOPIC.to_owned());
@@ -191,6 +202,15 @@ mod tests {
             vec!["a", "b c"]
         );
         assert!(topics_from_query(Some("topic=")).is_err());
+        assert_eq!(
+            topics_from_query(Some("topic=a+b")).expect("ok"),
+            vec!["a+b"],
+            "+ is not a space"
+        );
+        assert!(
+            topics_from_query(Some("topic=%ff")).is_err(),
+            "invalid UTF-8 is refused"
+        );
         let long = format!("topic={}", "x".repeat(MAX_TOPIC_LEN + 1));
         assert!(topics_from_query(Some(&long)).is_err());
     }

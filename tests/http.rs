@@ -35,6 +35,21 @@ async fn health_metrics_and_demo_page() {
     let post =
         "POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(http_status(server.addr, post).await, 405);
+    let put =
+        "PUT /publish/t HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut s, put.as_bytes())
+        .await
+        .expect("write");
+    let mut head = String::new();
+    within(s.read_to_string(&mut head)).await.expect("read");
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nallow: post\r\n"),
+        "405 names the allowed method: {head}"
+    );
     server.stop();
 }
 

@@ -153,3 +153,55 @@ async fn shutdown_sends_1001_to_every_client() {
         "listener closed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pings_counts_as_alive() {
+    let server = start(|c| {
+        c.ping_interval = Duration::from_millis(100);
+        c.pong_timeout = Duration::from_millis(300);
+    });
+    // Never answers the server's pings, but sends pings of its own: that is life too.
+    let mut raw = Raw::connect(server.addr, "?topic=p").await;
+    let mut server_pings = 0;
+    // The server gives up after 400 ms of silence; 10 pings span ~1 s.
+    while server_pings < 10 {
+        match raw.frame().await {
+            Some((_, 0x9, _)) => {
+                server_pings += 1;
+                raw.send(&client_frame(true, 0x9, b"me too")).await;
+            }
+            Some((_, 0xA, payload)) => assert_eq!(payload, b"me too"),
+            Some((_, 0x8, payload)) => panic!("closed although it pinged: {payload:?}"),
+            Some(_) => {}
+            None => panic!("connection ended although the client pinged"),
+        }
+    }
+    assert_eq!(server.metric("hubcast_ping_timeouts_total"), 0);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_publisher_is_slowed_down_not_dropped() {
+    const N: usize = 3000;
+    // A tiny inbox: the publisher outruns the shards at once.
+    let server = start(|c| c.inbox_capacity = 4);
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        subs.push(connect(&server.url("?topic=bp")).await);
+    }
+    let mut publisher = Raw::connect(server.addr, "?topic=bp").await;
+    let mut burst = Vec::new();
+    for i in 0..N {
+        burst.extend(client_frame(true, 0x1, format!("{i}").as_bytes()));
+    }
+    publisher.send(&burst).await;
+    for mut ws in subs {
+        for i in 0..N {
+            let got = next_data(&mut ws).await.expect("stream");
+            assert_eq!(got, format!("{i}").into_bytes());
+        }
+    }
+    assert_eq!(server.metric("hubcast_inbox_dropped_total"), 0);
+    drop(publisher);
+    server.stop();
+}

@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, env = "HUBCAST_SHARDS", default_value_t = 0)]
     shards: usize,
     /// Feed mode: clients only listen; a client that sends a message is closed (1008).
-    #[arg(long, env = "HUBCAST_FEED")]
+    #[arg(long, env = "HUBCAST_FEED", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     feed: bool,
     /// Origin allowed to connect besides same-origin and no-Origin clients
     /// (repeatable, or comma-separated in the variable); `*` allows any.
@@ -105,23 +105,22 @@ impl Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = Args::parse().into_config()?;
-    let server = hubcast::Server::start(config).context("cannot start hubcast")?;
-    println!(
-        "hubcast listening on http://{0}  (WebSocket: ws://{0}/ws)",
-        server.local_addr()
-    );
 
-    let hub = server.hub().clone();
+    // Signals first: a SIGTERM right after start must still drain, not kill.
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    std::thread::Builder::new()
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let signal_thread = std::thread::Builder::new()
         .name("hubcast-signals".into())
         .spawn(move || {
             signals.block_on(async {
@@ -137,11 +136,26 @@ fn main() -> anyhow::Result<()> {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
                 }
-                tracing::info!("shutting down: closing clients");
-                hub.shutdown();
+                let _ = stop_tx.send(());
             });
         })?;
+
+    let server = hubcast::Server::start(config).context("cannot start hubcast")?;
+    println!(
+        "hubcast listening on http://{0}  (WebSocket: ws://{0}/ws)",
+        server.local_addr()
+    );
+    let hub = server.hub().clone();
+    std::thread::Builder::new()
+        .name("hubcast-stop".into())
+        .spawn(move || {
+            if stop_rx.recv().is_ok() {
+                tracing::info!("shutting down: closing clients");
+                hub.shutdown();
+            }
+        })?;
     server.join().context("shard failed")?;
+    drop(signal_thread);
     tracing::info!("stopped");
     Ok(())
 }
