@@ -1,0 +1,453 @@
+//! Command-line interface and the validated run configuration.
+//!
+//! Owns every flag (clap derive; each also readable from an `HUBCAST_LT_*`
+//! environment variable), their defaults and their validation, and the
+//! conversion into [`Config`], the plain struct the rest of the crate runs on
+//! (tests build it through [`Args`] too, so the CLI is exercised everywhere).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Result, bail, ensure};
+use clap::Parser;
+use clap::builder::BoolishValueParser;
+
+use crate::payload;
+use crate::target::Target;
+
+/// `--ramp START:FACTOR:MAX`: rates START, START×FACTOR, … up to MAX.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ramp {
+    /// First rate, msgs/s.
+    pub start: u64,
+    /// Multiplier per step (> 1).
+    pub factor: f64,
+    /// Highest rate, msgs/s (inclusive).
+    pub max: u64,
+}
+
+impl FromStr for Ramp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [start, factor, max] = parts[..] else {
+            return Err(format!("expected START:FACTOR:MAX, got {s:?}"));
+        };
+        let start: u64 = start.trim().parse().map_err(|e| format!("START: {e}"))?;
+        let factor: f64 = factor.trim().parse().map_err(|e| format!("FACTOR: {e}"))?;
+        let max: u64 = max.trim().parse().map_err(|e| format!("MAX: {e}"))?;
+        if start == 0 || max < start {
+            return Err("need 0 < START <= MAX".into());
+        }
+        if !(factor > 1.0 && factor.is_finite()) {
+            return Err("FACTOR must be > 1".into());
+        }
+        Ok(Self { start, factor, max })
+    }
+}
+
+impl Ramp {
+    /// The rates of the ramp, strictly increasing, first START, none above MAX.
+    pub fn rates(&self) -> Vec<u64> {
+        let mut out = vec![self.start];
+        let mut r = self.start as f64;
+        loop {
+            r *= self.factor;
+            let next = r.round() as u64;
+            let last = out.last().copied().unwrap_or(0);
+            if r > self.max as f64 + 0.5 || next > self.max {
+                break;
+            }
+            if next > last {
+                out.push(next);
+            }
+            if out.len() >= payload::MAX_STEPS {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Fan-out load generator for WebSocket broadcast servers.
+///
+/// Connects --subs subscribers to --url, has --pubs publishers send at --rate
+/// msgs/s (over WebSocket on the same URL, or HTTP POST to --publish-http) and
+/// measures loss, duplicates, reordering and send→receive latency per step.
+/// Exit code: 0 = at least one step met the SLO (idle mode: every connection
+/// held), 1 = no step met it, 2 = error.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "hubcast-loadtest", version, about, long_about)]
+pub struct Args {
+    /// WebSocket URL subscribers connect to; topics go in the query.
+    #[arg(
+        long,
+        env = "HUBCAST_LT_URL",
+        default_value = "ws://127.0.0.1:8080/ws?topic=bench"
+    )]
+    pub url: String,
+
+    /// WebSocket URL for publishers (default: --url).
+    #[arg(long, env = "HUBCAST_LT_PUB_URL")]
+    pub pub_url: Option<String>,
+
+    /// Number of subscriber connections (the measured set).
+    #[arg(long, env = "HUBCAST_LT_SUBS", default_value_t = 1000)]
+    pub subs: usize,
+
+    /// Number of publishers (WebSocket connections, or HTTP keep-alive connections).
+    #[arg(long, env = "HUBCAST_LT_PUBS", default_value_t = 1)]
+    pub pubs: usize,
+
+    /// Total publish rate in msgs/s; a comma list runs one step per rate. 0 = idle.
+    #[arg(
+        long,
+        env = "HUBCAST_LT_RATE",
+        value_delimiter = ',',
+        default_value = "1000"
+    )]
+    pub rate: Vec<u64>,
+
+    /// Ramp START:FACTOR:MAX instead of --rate, e.g. 1000:2:1024000.
+    #[arg(long, env = "HUBCAST_LT_RAMP", conflicts_with = "rate")]
+    pub ramp: Option<Ramp>,
+
+    /// Seconds of sending per step.
+    #[arg(long, env = "HUBCAST_LT_DURATION", default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Seconds to wait after sending stops before counting a step.
+    #[arg(long, env = "HUBCAST_LT_DRAIN", default_value_t = 2.0)]
+    pub drain: f64,
+
+    /// Seconds to wait after connecting before the first step.
+    #[arg(long, env = "HUBCAST_LT_SETTLE", default_value_t = 0.5)]
+    pub settle: f64,
+
+    /// Payload size in bytes (min 36: the stamp).
+    #[arg(long, env = "HUBCAST_LT_SIZE", default_value_t = 64)]
+    pub size: usize,
+
+    /// Send binary frames instead of text frames (the payload is ASCII either way).
+    #[arg(long, env = "HUBCAST_LT_BINARY", value_parser = BoolishValueParser::new())]
+    pub binary: bool,
+
+    /// Publish with HTTP POST to this URL (body = payload) instead of WebSocket.
+    #[arg(long, env = "HUBCAST_LT_PUBLISH_HTTP")]
+    pub publish_http: Option<String>,
+
+    /// Bearer token for --publish-http (Authorization: Bearer TOKEN).
+    #[arg(long, env = "HUBCAST_LT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// HTTP requests in flight per publisher connection (1 = no pipelining).
+    #[arg(long, env = "HUBCAST_LT_HTTP_PIPELINE", default_value_t = 1)]
+    pub http_pipeline: usize,
+
+    /// Text message every connection sends right after its handshake (e.g. a subscribe command).
+    #[arg(long, env = "HUBCAST_LT_HELLO")]
+    pub hello: Option<String>,
+
+    /// New connections per second while connecting; 0 = unlimited.
+    #[arg(long, env = "HUBCAST_LT_CONNECT_RATE", default_value_t = 5000.0)]
+    pub connect_rate: f64,
+
+    /// Handshakes in flight at once (over all threads); 0 = unlimited.
+    #[arg(long, env = "HUBCAST_LT_CONNECT_CONCURRENCY", default_value_t = 1000)]
+    pub connect_concurrency: usize,
+
+    /// Seconds allowed for TCP connect + WebSocket handshake.
+    #[arg(long, env = "HUBCAST_LT_CONNECT_TIMEOUT", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+
+    /// Source addresses 127.0.0.2.. to spread connections over (loopback only); 0 = automatic.
+    #[arg(long, env = "HUBCAST_LT_SRC_ADDRS", default_value_t = 0)]
+    pub src_addrs: usize,
+
+    /// Worker threads, each with its own single-threaded runtime (default: CPU count).
+    #[arg(long, env = "HUBCAST_LT_THREADS")]
+    pub threads: Option<usize>,
+
+    /// PID of the server: sample its CPU and memory.
+    #[arg(long, env = "HUBCAST_LT_SERVER_PID")]
+    pub server_pid: Option<u32>,
+
+    /// Latency SLO: a step passes only if p99 ≤ this many milliseconds.
+    #[arg(long, env = "HUBCAST_LT_SLO_MS", default_value_t = 50.0)]
+    pub slo_ms: f64,
+
+    /// A step passes only if the achieved send rate is ≥ this fraction of the target.
+    #[arg(long, env = "HUBCAST_LT_MIN_SEND_RATIO", default_value_t = 0.95)]
+    pub min_send_ratio: f64,
+
+    /// Keep stepping after a failed step (default: stop at the first failure).
+    #[arg(long, env = "HUBCAST_LT_KEEP_GOING", value_parser = BoolishValueParser::new())]
+    pub keep_going: bool,
+
+    /// Idle mode: connect, hold the connections this many seconds, report memory; no publishing.
+    #[arg(long, env = "HUBCAST_LT_IDLE")]
+    pub idle: Option<f64>,
+
+    /// Print one JSON object with every figure on stdout instead of the table.
+    #[arg(long, env = "HUBCAST_LT_JSON", value_parser = BoolishValueParser::new())]
+    pub json: bool,
+
+    /// No progress line on stderr.
+    #[arg(long, short, env = "HUBCAST_LT_QUIET", value_parser = BoolishValueParser::new())]
+    pub quiet: bool,
+
+    /// Largest frame payload accepted from the server, bytes.
+    #[arg(long, env = "HUBCAST_LT_MAX_FRAME", default_value_t = 16 << 20)]
+    pub max_frame: usize,
+}
+
+/// What to do after connecting.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Hold connections for this long, no publishing.
+    Idle(Duration),
+    /// One step per rate (msgs/s), in order.
+    Steps(Vec<u64>),
+}
+
+/// How publishers publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishVia {
+    /// WebSocket messages on their own connections to this URL.
+    WebSocket(Target),
+    /// HTTP POST to this URL.
+    Http {
+        /// Where to POST.
+        target: Target,
+        /// Optional bearer token.
+        token: Option<String>,
+        /// Requests in flight per connection.
+        pipeline: usize,
+    },
+}
+
+/// A validated run configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Subscriber endpoint.
+    pub sub_target: Target,
+    /// Publisher endpoint.
+    pub publish: PublishVia,
+    /// Subscriber count.
+    pub subs: usize,
+    /// Publisher count.
+    pub pubs: usize,
+    /// Idle or steps.
+    pub mode: Mode,
+    /// Whether rates came from --ramp (affects wording only).
+    pub ramp: bool,
+    /// Sending window per step.
+    pub duration: Duration,
+    /// Drain after each step.
+    pub drain: Duration,
+    /// Pause after connecting.
+    pub settle: Duration,
+    /// Payload size.
+    pub size: usize,
+    /// Binary instead of text frames.
+    pub binary: bool,
+    /// Text message sent after the handshake.
+    pub hello: Option<String>,
+    /// Connections per second (0 = unlimited).
+    pub connect_rate: f64,
+    /// Handshakes in flight (0 = unlimited).
+    pub connect_concurrency: usize,
+    /// Connect + handshake timeout.
+    pub connect_timeout: Duration,
+    /// Requested source addresses (0 = auto).
+    pub src_addrs: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// Server process to sample.
+    pub server_pid: Option<u32>,
+    /// p99 SLO.
+    pub slo: Duration,
+    /// Minimum achieved/target send ratio.
+    pub min_send_ratio: f64,
+    /// Continue after a failed step.
+    pub keep_going: bool,
+    /// Largest accepted frame payload.
+    pub max_frame: usize,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    ensure!(
+        v.is_finite() && v >= 0.0,
+        "--{name} must be a non-negative number of seconds"
+    );
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Args {
+    /// Validates the flags and resolves the URLs.
+    pub fn into_config(self) -> Result<Config> {
+        let sub_target = Target::parse(&self.url, true)?;
+        ensure!(
+            self.size >= payload::STAMP_LEN,
+            "--size must be at least {} (the measurement stamp)",
+            payload::STAMP_LEN
+        );
+        ensure!(
+            self.pubs <= payload::MAX_PUBLISHERS,
+            "--pubs at most {}",
+            payload::MAX_PUBLISHERS
+        );
+        let mode = match (self.idle, &self.ramp) {
+            (Some(_), Some(_)) => bail!("--idle and --ramp exclude each other"),
+            (Some(s), None) => Mode::Idle(secs("idle", s)?),
+            (None, Some(r)) => Mode::Steps(r.rates()),
+            (None, None) if self.rate.iter().all(|r| *r == 0) => {
+                Mode::Idle(secs("duration", self.duration)?)
+            }
+            (None, None) => {
+                ensure!(
+                    self.rate.iter().all(|r| *r > 0),
+                    "--rate: 0 (idle) cannot be mixed with other rates"
+                );
+                Mode::Steps(self.rate.clone())
+            }
+        };
+        if let Mode::Steps(rates) = &mode {
+            ensure!(!rates.is_empty(), "no rates given");
+            ensure!(
+                rates.len() <= payload::MAX_STEPS,
+                "at most {} steps",
+                payload::MAX_STEPS
+            );
+            ensure!(self.pubs >= 1, "--pubs must be at least 1 to publish");
+            ensure!(self.duration > 0.0, "--duration must be positive");
+        }
+        let publish = match &self.publish_http {
+            Some(url) => {
+                ensure!(
+                    self.http_pipeline >= 1,
+                    "--http-pipeline must be at least 1"
+                );
+                PublishVia::Http {
+                    target: Target::parse(url, false)?,
+                    token: self.token.clone(),
+                    pipeline: self.http_pipeline,
+                }
+            }
+            None => PublishVia::WebSocket(match &self.pub_url {
+                Some(u) => Target::parse(u, true)?,
+                None => sub_target.clone(),
+            }),
+        };
+        ensure!(
+            self.connect_rate.is_finite() && self.connect_rate >= 0.0,
+            "--connect-rate must be >= 0"
+        );
+        ensure!(
+            self.min_send_ratio.is_finite() && (0.0..=1.0).contains(&self.min_send_ratio),
+            "--min-send-ratio must be within 0..=1"
+        );
+        ensure!(
+            self.slo_ms.is_finite() && self.slo_ms > 0.0,
+            "--slo-ms must be positive"
+        );
+        ensure!(self.max_frame >= self.size, "--max-frame must be >= --size");
+        let threads = match self.threads {
+            Some(0) => bail!("--threads must be at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Config {
+            sub_target,
+            publish,
+            subs: self.subs,
+            pubs: self.pubs,
+            ramp: self.ramp.is_some(),
+            mode,
+            duration: secs("duration", self.duration)?,
+            drain: secs("drain", self.drain)?,
+            settle: secs("settle", self.settle)?,
+            size: self.size,
+            binary: self.binary,
+            hello: self.hello,
+            connect_rate: self.connect_rate,
+            connect_concurrency: self.connect_concurrency,
+            connect_timeout: secs("connect-timeout", self.connect_timeout)?,
+            src_addrs: self.src_addrs,
+            threads,
+            server_pid: self.server_pid,
+            slo: Duration::from_secs_f64(self.slo_ms / 1_000.0),
+            min_send_ratio: self.min_send_ratio,
+            keep_going: self.keep_going,
+            max_frame: self.max_frame,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config> {
+        let mut v = vec!["hubcast-loadtest"];
+        v.extend_from_slice(args);
+        Args::try_parse_from(v)?.into_config()
+    }
+
+    #[test]
+    fn ramp_rates() {
+        let r: Ramp = "1000:2:10000".parse().expect("ramp");
+        assert_eq!(r.rates(), vec![1000, 2000, 4000, 8000]);
+        let r: Ramp = "1000:2:8000".parse().expect("ramp");
+        assert_eq!(r.rates(), vec![1000, 2000, 4000, 8000]);
+        let r: Ramp = "10:1.5:40".parse().expect("ramp");
+        assert_eq!(r.rates(), vec![10, 15, 23, 34]);
+        let r: Ramp = "5:1.01:7".parse().expect("ramp");
+        assert_eq!(r.rates(), vec![5, 6, 7]);
+        assert!("1000:1:2000".parse::<Ramp>().is_err());
+        assert!("0:2:10".parse::<Ramp>().is_err());
+        assert!("10:2".parse::<Ramp>().is_err());
+        assert!("20:2:10".parse::<Ramp>().is_err());
+    }
+
+    #[test]
+    fn modes() {
+        let c = parse(&["--rate", "1000,2000,5000"]).expect("ok");
+        assert_eq!(c.mode, Mode::Steps(vec![1000, 2000, 5000]));
+        let c = parse(&["--rate", "0", "--duration", "3"]).expect("ok");
+        assert_eq!(c.mode, Mode::Idle(Duration::from_secs(3)));
+        let c = parse(&["--idle", "30"]).expect("ok");
+        assert_eq!(c.mode, Mode::Idle(Duration::from_secs(30)));
+        let c = parse(&["--ramp", "100:10:10000"]).expect("ok");
+        assert_eq!(c.mode, Mode::Steps(vec![100, 1000, 10000]));
+        assert!(parse(&["--rate", "0,5"]).is_err());
+        assert!(parse(&["--idle", "1", "--ramp", "1:2:4"]).is_err());
+    }
+
+    #[test]
+    fn boolean_flags_accept_env_style_values() {
+        let a = Args::try_parse_from(["x", "--json", "--quiet"]).expect("flags");
+        assert!(a.json && a.quiet && !a.binary && !a.keep_going);
+    }
+
+    #[test]
+    fn validation() {
+        assert!(parse(&["--size", "35"]).is_err());
+        assert!(parse(&["--size", "36"]).is_ok());
+        assert!(parse(&["--url", "wss://x:1/"]).is_err());
+        assert!(parse(&["--threads", "0"]).is_err());
+        assert!(parse(&["--pubs", "0"]).is_err());
+        assert!(parse(&["--pubs", "0", "--idle", "1"]).is_ok());
+        let c = parse(&[
+            "--publish-http",
+            "http://127.0.0.1:8080/publish/t",
+            "--token",
+            "s3cret",
+        ])
+        .expect("ok");
+        assert!(matches!(c.publish, PublishVia::Http { pipeline: 1, .. }));
+        let c = parse(&["--pub-url", "ws://127.0.0.1:9/p"]).expect("ok");
+        assert!(matches!(c.publish, PublishVia::WebSocket(t) if t.path == "/p"));
+    }
+}

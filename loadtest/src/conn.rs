@@ -1,0 +1,267 @@
+//! Establishing connections and the per-connection output buffer.
+//!
+//! Owns TCP connect (optionally bound to a planned source address), the
+//! WebSocket opening handshake over it, the grouping of failures into report
+//! keys, and [`Conn`]: a socket plus an append-only output buffer that any task
+//! on the owning thread may add whole frames to and flush without blocking.
+//! Reads are not done here; see `subscriber` and `publisher`.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::frame::{self, MaskRng};
+use crate::handshake::{self, HandshakeError};
+use crate::target::Target;
+
+/// Bytes of unsent output above which publishers stop adding messages.
+pub const OUT_HIGH_WATER: usize = 1 << 20;
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Binding the source address failed.
+    Bind(io::Error),
+    /// TCP connect failed.
+    Connect(io::Error),
+    /// Reading/writing the handshake failed.
+    Io(io::Error),
+    /// The server closed the connection during the handshake.
+    Eof,
+    /// The server's handshake response was not acceptable.
+    Handshake(HandshakeError),
+    /// Connect + handshake took longer than the timeout.
+    Timeout,
+}
+
+impl ConnectError {
+    /// Grouping key for reports, e.g. `connect: Connection refused (os error 111)`.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Bind(e) => format!("bind: {e}"),
+            Self::Connect(e) => format!("connect: {e}"),
+            Self::Io(e) => format!("handshake: {e}"),
+            Self::Eof => "handshake: connection closed".to_string(),
+            Self::Handshake(e) => format!("handshake: {e}"),
+            Self::Timeout => "timeout".to_string(),
+        }
+    }
+}
+
+/// Opens a TCP connection, bound to `src` when given, with Nagle disabled.
+pub async fn connect_tcp(addr: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream, ConnectError> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(ConnectError::Connect)?;
+    if let Some(ip) = src {
+        sock.bind(SocketAddr::new(ip, 0))
+            .map_err(ConnectError::Bind)?;
+    }
+    let stream = sock.connect(addr).await.map_err(ConnectError::Connect)?;
+    stream.set_nodelay(true).map_err(ConnectError::Connect)?;
+    Ok(stream)
+}
+
+/// Connects and performs the WebSocket handshake. Returns the stream and any
+/// bytes that arrived after the response head (already frames).
+pub async fn connect_ws(
+    target: &Target,
+    src: Option<IpAddr>,
+    seed: u64,
+) -> Result<(TcpStream, Vec<u8>), ConnectError> {
+    let mut stream = connect_tcp(target.addr, src).await?;
+    let mut rng = MaskRng::new(seed);
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());
+    raw[8..].copy_from_slice(&rng.next_u64().to_ne_bytes());
+    let key = handshake::make_key(raw);
+    stream
+        .write_all(&handshake::request(&target.host_header, &target.path, &key))
+        .await
+        .map_err(ConnectError::Io)?;
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let n = stream.read_buf(&mut buf).await.map_err(ConnectError::Io)?;
+        if n == 0 {
+            return Err(ConnectError::Eof);
+        }
+        if let Some(head) =
+            handshake::parse_response(&buf, &key).map_err(ConnectError::Handshake)?
+        {
+            return Ok((stream, buf.split_off(head)));
+        }
+    }
+}
+
+/// Runs `fut` with a timeout, mapping expiry to [`ConnectError::Timeout`].
+pub async fn with_timeout<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, ConnectError>>,
+) -> Result<T, ConnectError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+#[derive(Debug, Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+/// An established connection: the socket and its pending output.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket. Reads happen through `&TcpStream` (`ready`/`try_read`).
+    pub stream: TcpStream,
+    out: RefCell<OutBuf>,
+    /// We started the close handshake (shutdown): the end is not a disconnect.
+    pub closing: Cell<bool>,
+}
+
+impl Conn {
+    /// Wraps a connected stream.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            out: RefCell::new(OutBuf::default()),
+            closing: Cell::new(false),
+        }
+    }
+
+    /// Unsent output bytes.
+    pub fn pending(&self) -> usize {
+        let o = self.out.borrow();
+        o.buf.len() - o.pos
+    }
+
+    /// Appends to the output buffer (whole frames only, so writers never interleave).
+    pub fn with_out<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        f(&mut self.out.borrow_mut().buf)
+    }
+
+    /// Writes as much pending output as the socket takes without blocking.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut o = self.out.borrow_mut();
+        while o.pos < o.buf.len() {
+            match self.stream.try_write(&o.buf[o.pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => o.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if o.pos == o.buf.len() {
+            o.buf.clear();
+            o.pos = 0;
+            if o.buf.capacity() > 4 * OUT_HIGH_WATER {
+                o.buf = Vec::new();
+            }
+        } else if o.pos > 64 * 1024 && o.pos * 2 > o.buf.len() {
+            let pos = o.pos;
+            o.buf.drain(..pos);
+            o.pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Queues a close frame (code 1000) and marks the connection as closing.
+    pub fn start_close(&self, mask: [u8; 4]) {
+        if !self.closing.replace(true) {
+            self.with_out(|out| frame::push_close(out, 1000, mask));
+            // Errors surface in the reader, which is waiting for the reply.
+            let _ = self.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn rt() -> tokio::runtime::Runtime {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => panic!("runtime: {e}"),
+        }
+    }
+
+    #[test]
+    fn handshake_against_minimal_server_keeps_early_frames() {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = l.local_addr().expect("addr");
+            let server = tokio::spawn(async move {
+                let (mut s, _) = l.accept().await.expect("accept");
+                let mut buf = vec![0u8; 4096];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    got += s.read(&mut buf[got..]).await.expect("read");
+                }
+                let req = String::from_utf8_lossy(&buf[..got]).to_string();
+                let key = req
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                    .expect("key")
+                    .trim()
+                    .to_string();
+                let resp = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: {}\r\n\r\n",
+                    handshake::accept_for(&key)
+                );
+                let mut bytes = resp.into_bytes();
+                bytes.extend_from_slice(&[0x81, 0x02, b'h', b'i']);
+                s.write_all(&bytes).await.expect("write");
+                req
+            });
+            let target = Target::parse(&format!("ws://{addr}/ws?topic=x"), true).expect("target");
+            let (_stream, early) = connect_ws(&target, None, 42).await.expect("connect");
+            assert_eq!(early, vec![0x81, 0x02, b'h', b'i']);
+            let req = server.await.expect("join");
+            assert!(req.starts_with("GET /ws?topic=x HTTP/1.1\r\n"));
+        });
+    }
+
+    #[test]
+    fn refused_and_bad_status_are_grouped() {
+        rt().block_on(async {
+            // Bind then drop to get a port that (almost certainly) refuses.
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = l.local_addr().expect("addr");
+            drop(l);
+            let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
+            let e = connect_ws(&t, None, 1).await.expect_err("refused");
+            assert!(e.reason().starts_with("connect: "), "{}", e.reason());
+
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = l.local_addr().expect("addr");
+            tokio::spawn(async move {
+                let (mut s, _) = l.accept().await.expect("accept");
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+            let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
+            let e = connect_ws(&t, Some("127.0.0.2".parse().expect("ip")), 1)
+                .await
+                .expect_err("503");
+            assert_eq!(e.reason(), "handshake: HTTP status 503");
+        });
+    }
+}

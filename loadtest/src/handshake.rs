@@ -1,0 +1,185 @@
+//! The client side of the WebSocket opening handshake (RFC 6455 §4.1).
+//!
+//! Owns building the `GET … Upgrade: websocket` request and validating the
+//! server's answer: status 101, `Upgrade`/`Connection` headers and the
+//! `Sec-WebSocket-Accept` digest. Bytes that follow the response head are
+//! already WebSocket frames and are handed back to the caller. No extensions
+//! (in particular no permessage-deflate) are requested, so frames arrive
+//! uncompressed and RSV bits must stay clear.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha1::{Digest, Sha1};
+
+/// RFC 6455 GUID appended to the key before hashing.
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Largest response head we accept.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Why a handshake failed (used as a grouping key in reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The server answered with another status.
+    Status(u16),
+    /// Malformed HTTP response.
+    Malformed(String),
+    /// Response head larger than [`MAX_RESPONSE_HEAD`].
+    TooLarge,
+    /// `Upgrade: websocket` / `Connection: upgrade` missing.
+    NotUpgraded,
+    /// `Sec-WebSocket-Accept` missing or wrong.
+    BadAccept,
+    /// The server picked an extension we did not offer.
+    UnexpectedExtension,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Status(s) => write!(f, "HTTP status {s}"),
+            Self::Malformed(e) => write!(f, "malformed response ({e})"),
+            Self::TooLarge => f.write_str("response head too large"),
+            Self::NotUpgraded => f.write_str("missing Upgrade/Connection headers"),
+            Self::BadAccept => f.write_str("bad Sec-WebSocket-Accept"),
+            Self::UnexpectedExtension => f.write_str("unrequested extension"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Base64 form of 16 random bytes, for `Sec-WebSocket-Key`.
+pub fn make_key(random: [u8; 16]) -> String {
+    B64.encode(random)
+}
+
+/// The `Sec-WebSocket-Accept` value a server must send for `key`.
+pub fn accept_for(key: &str) -> String {
+    let mut h = Sha1::new();
+    h.update(key.as_bytes());
+    h.update(GUID.as_bytes());
+    B64.encode(h.finalize())
+}
+
+/// The upgrade request.
+pub fn request(host: &str, path: &str, key: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+         User-Agent: hubcast-loadtest\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn header_has_token(value: &[u8], token: &str) -> bool {
+    std::str::from_utf8(value)
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Validates the response head in `buf`. `Ok(None)`: need more bytes;
+/// `Ok(Some(n))`: the head is `buf[..n]`, the rest are frames.
+pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err(HandshakeError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+    };
+    let code = resp.code.unwrap_or(0);
+    if code != 101 {
+        return Err(HandshakeError::Status(code));
+    }
+    let (mut upgrade, mut connection, mut accept_ok) = (false, false, false);
+    let expected = accept_for(key);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade |= header_has_token(h.value, "websocket");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            connection |= header_has_token(h.value, "upgrade");
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-accept") {
+            accept_ok = h.value == expected.as_bytes();
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions") && !h.value.is_empty() {
+            return Err(HandshakeError::UnexpectedExtension);
+        }
+    }
+    if !(upgrade && connection) {
+        return Err(HandshakeError::NotUpgraded);
+    }
+    if !accept_ok {
+        return Err(HandshakeError::BadAccept);
+    }
+    Ok(Some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_example_accept() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(make_key([0; 16]), "AAAAAAAAAAAAAAAAAAAAAA==");
+    }
+
+    #[test]
+    fn request_shape() {
+        let r = String::from_utf8(request("h:1", "/ws?topic=t", "k")).expect("utf8");
+        assert!(r.starts_with("GET /ws?topic=t HTTP/1.1\r\nHost: h:1\r\n"));
+        assert!(r.contains("Sec-WebSocket-Key: k\r\n"));
+        assert!(r.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn accepts_valid_response_and_keeps_trailing_frames() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let mut resp = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n\
+            connection: keep-alive, Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+            .to_vec();
+        let head = resp.len();
+        resp.extend_from_slice(&[0x81, 0x01, b'x']);
+        assert_eq!(parse_response(&resp, key), Ok(Some(head)));
+        assert_eq!(parse_response(&resp[..head - 1], key), Ok(None));
+    }
+
+    #[test]
+    fn rejects_bad_responses() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        assert_eq!(
+            parse_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", key),
+            Err(HandshakeError::Status(404))
+        );
+        assert_eq!(
+            parse_response(
+                b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Accept: nope\r\n\r\n",
+                key
+            ),
+            Err(HandshakeError::BadAccept)
+        );
+        assert_eq!(
+            parse_response(
+                b"HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                key
+            ),
+            Err(HandshakeError::NotUpgraded)
+        );
+        assert!(matches!(
+            parse_response(b"NOT HTTP\r\n\r\n", key),
+            Err(HandshakeError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_response(&vec![b'a'; MAX_RESPONSE_HEAD + 1], key).map_err(|_| ()),
+            Err(())
+        );
+    }
+}

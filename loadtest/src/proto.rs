@@ -1,0 +1,372 @@
+//! Per-connection WebSocket protocol state for a client that mostly listens.
+//!
+//! Owns what happens between "bytes arrived" and "a data message is
+//! complete": walking every frame in a read, reassembling fragmented
+//! messages (only their first [`FRAG_HEAD_CAP`] bytes, which is all the
+//! measurement needs), answering pings with masked pongs, and the close
+//! handshake (echo the server's close code once, then stop parsing). It does
+//! no I/O: output frames are appended to a caller-provided buffer, so the
+//! behaviour is unit-tested without sockets.
+
+use std::fmt;
+
+use crate::frame::{self, FrameError, MaskRng, Next};
+
+/// How many leading bytes of a fragmented message are kept.
+pub const FRAG_HEAD_CAP: usize = 256;
+
+/// A protocol violation by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtoError {
+    /// Framing error.
+    Frame(FrameError),
+    /// Continuation frame without a message in progress.
+    UnexpectedContinuation,
+    /// New data frame while a fragmented message was in progress.
+    InterleavedMessage,
+}
+
+impl fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Frame(e) => e.fmt(f),
+            Self::UnexpectedContinuation => f.write_str("unexpected continuation frame"),
+            Self::InterleavedMessage => f.write_str("data frame inside a fragmented message"),
+        }
+    }
+}
+
+impl std::error::Error for ProtoError {}
+
+impl From<FrameError> for ProtoError {
+    fn from(e: FrameError) -> Self {
+        Self::Frame(e)
+    }
+}
+
+/// What one call to [`Proto::process`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Bytes of the input that were fully handled.
+    pub consumed: usize,
+    /// If input remains: bytes needed, from `consumed`, to finish the next frame
+    /// (or its header). 0 when everything was consumed.
+    pub need: usize,
+    /// The server sent a close frame with this code (1005 = no code); parsing
+    /// stopped right after it.
+    pub close: Option<u16>,
+}
+
+/// Protocol state of one connection.
+#[derive(Debug)]
+pub struct Proto {
+    max_payload: usize,
+    rng: MaskRng,
+    in_fragment: bool,
+    frag_head: Vec<u8>,
+    close_sent: bool,
+}
+
+impl Proto {
+    /// New state; `seed` seeds the masking keys, `max_payload` bounds frames.
+    pub fn new(seed: u64, max_payload: usize) -> Self {
+        Self {
+            max_payload,
+            rng: MaskRng::new(seed),
+            in_fragment: false,
+            frag_head: Vec::new(),
+            close_sent: false,
+        }
+    }
+
+    /// Whether we already sent a close frame.
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Appends our close frame (once) and remembers that we did.
+    pub fn start_close(&mut self, out: &mut Vec<u8>, code: u16) {
+        if !self.close_sent {
+            frame::push_close(out, code, self.rng.mask());
+            self.close_sent = true;
+        }
+    }
+
+    /// Records that a close frame was sent by someone else holding the socket.
+    pub fn mark_close_sent(&mut self) {
+        self.close_sent = true;
+    }
+
+    /// A masking key for a data frame sent on this connection.
+    pub fn mask(&mut self) -> [u8; 4] {
+        self.rng.mask()
+    }
+
+    /// Handles every complete frame in `data`: complete data messages go to
+    /// `on_message`, replies (pong, close) are appended to `out`.
+    pub fn process<F: FnMut(&[u8])>(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        mut on_message: F,
+    ) -> Result<Outcome, ProtoError> {
+        let mut pos = 0;
+        while pos < data.len() {
+            let (header, payload, len) = match frame::next_frame(&data[pos..], self.max_payload)? {
+                Next::Frame {
+                    header,
+                    payload,
+                    len,
+                } => (header, payload, len),
+                Next::Incomplete { need } => {
+                    return Ok(Outcome {
+                        consumed: pos,
+                        need,
+                        close: None,
+                    });
+                }
+            };
+            pos += len;
+            match header.opcode {
+                frame::OP_TEXT | frame::OP_BINARY => {
+                    if self.in_fragment {
+                        return Err(ProtoError::InterleavedMessage);
+                    }
+                    if header.fin {
+                        on_message(payload);
+                    } else {
+                        self.in_fragment = true;
+                        self.frag_head.clear();
+                        self.keep_head(payload);
+                    }
+                }
+                frame::OP_CONT => {
+                    if !self.in_fragment {
+                        return Err(ProtoError::UnexpectedContinuation);
+                    }
+                    self.keep_head(payload);
+                    if header.fin {
+                        self.in_fragment = false;
+                        on_message(&self.frag_head);
+                    }
+                }
+                frame::OP_PING if !self.close_sent => {
+                    let mask = self.rng.mask();
+                    frame::push_client_frame(out, frame::OP_PONG, payload, mask);
+                }
+                frame::OP_CLOSE => {
+                    let code = match payload {
+                        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+                        _ => 1005,
+                    };
+                    // Echo the code; codes that must not appear on the wire get an empty close.
+                    let echo = match code {
+                        1005 | 1006 | 1015 => 1005,
+                        c => c,
+                    };
+                    self.start_close(out, echo);
+                    return Ok(Outcome {
+                        consumed: pos,
+                        need: 0,
+                        close: Some(code),
+                    });
+                }
+                // OP_PONG, pings after our close; nothing else passes the frame parser.
+                _ => {}
+            }
+        }
+        Ok(Outcome {
+            consumed: pos,
+            need: 0,
+            close: None,
+        })
+    }
+
+    fn keep_head(&mut self, payload: &[u8]) {
+        let room = FRAG_HEAD_CAP.saturating_sub(self.frag_head.len());
+        let take = room.min(payload.len());
+        self.frag_head.extend_from_slice(&payload[..take]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, apply_mask};
+
+    fn sframe(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![(u8::from(fin) << 7) | op];
+        let n = payload.len();
+        if n < 126 {
+            v.push(n as u8);
+        } else if n <= 0xFFFF {
+            v.push(126);
+            v.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            v.push(127);
+            v.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// Decodes client frames (masked, short) written to `out`.
+    fn client_frames(mut out: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut v = Vec::new();
+        while !out.is_empty() {
+            let op = out[0] & 0x0F;
+            assert_eq!(out[1] & 0x80, 0x80, "client frames are masked");
+            let len = (out[1] & 0x7F) as usize;
+            assert!(len < 126);
+            let mut mask = [0u8; 4];
+            mask.copy_from_slice(&out[2..6]);
+            let mut p = out[6..6 + len].to_vec();
+            apply_mask(&mut p, mask);
+            v.push((op, p));
+            out = &out[6 + len..];
+        }
+        v
+    }
+
+    /// Feeds `stream` in pieces of `chunk` bytes, carrying leftovers like the reader does.
+    fn feed(stream: &[u8], chunk: usize) -> (Vec<Vec<u8>>, Vec<u8>, Option<u16>) {
+        let mut proto = Proto::new(1, 1 << 20);
+        let mut out = Vec::new();
+        let mut msgs = Vec::new();
+        let mut carry: Vec<u8> = Vec::new();
+        for piece in stream.chunks(chunk) {
+            carry.extend_from_slice(piece);
+            let o = proto
+                .process(&carry, &mut out, |m| msgs.push(m.to_vec()))
+                .expect("valid stream");
+            carry.drain(..o.consumed);
+            if o.close.is_some() {
+                return (msgs, out, o.close);
+            }
+            if carry.is_empty() {
+                assert_eq!(o.need, 0);
+            } else {
+                assert!(o.need > carry.len());
+            }
+        }
+        assert!(carry.is_empty(), "left over: {}", carry.len());
+        (msgs, out, None)
+    }
+
+    #[test]
+    fn frames_split_across_reads_at_every_size() {
+        let mut stream = Vec::new();
+        let mut expect = Vec::new();
+        for (i, n) in [1usize, 64, 125, 126, 300, 65_535, 65_536, 70_000]
+            .into_iter()
+            .enumerate()
+        {
+            let p = vec![b'a' + i as u8; n];
+            stream.extend(sframe(
+                true,
+                if i % 2 == 0 { OP_TEXT } else { OP_BINARY },
+                &p,
+            ));
+            expect.push(p);
+        }
+        for chunk in [1usize, 2, 3, 7, 64, 1000, 4096, 65_536, 1 << 20] {
+            let (msgs, out, close) = feed(&stream, chunk);
+            assert_eq!(msgs, expect, "chunk={chunk}");
+            assert!(out.is_empty());
+            assert_eq!(close, None);
+        }
+    }
+
+    #[test]
+    fn ping_gets_masked_pong_between_messages() {
+        let mut stream = sframe(true, OP_TEXT, b"one");
+        stream.extend(sframe(true, OP_PING, b"are you there"));
+        stream.extend(sframe(true, OP_PONG, b"unsolicited"));
+        stream.extend(sframe(true, OP_TEXT, b"two"));
+        stream.extend(sframe(true, OP_PING, b""));
+        for chunk in [1usize, 5, 1000] {
+            let (msgs, out, _) = feed(&stream, chunk);
+            assert_eq!(msgs, vec![b"one".to_vec(), b"two".to_vec()]);
+            assert_eq!(
+                client_frames(&out),
+                vec![(OP_PONG, b"are you there".to_vec()), (OP_PONG, Vec::new())]
+            );
+        }
+    }
+
+    #[test]
+    fn fragmented_message_with_interleaved_ping() {
+        let mut stream = sframe(false, OP_TEXT, b"hel");
+        stream.extend(sframe(true, OP_PING, b"x"));
+        stream.extend(sframe(false, OP_CONT, b"lo "));
+        stream.extend(sframe(true, OP_CONT, b"world"));
+        stream.extend(sframe(true, OP_TEXT, b"next"));
+        let (msgs, out, _) = feed(&stream, 3);
+        assert_eq!(msgs, vec![b"hello world".to_vec(), b"next".to_vec()]);
+        assert_eq!(client_frames(&out), vec![(OP_PONG, b"x".to_vec())]);
+    }
+
+    #[test]
+    fn fragment_head_is_capped() {
+        let mut stream = sframe(false, OP_BINARY, &[b'x'; 200]);
+        stream.extend(sframe(true, OP_CONT, &[b'y'; 200]));
+        let (msgs, _, _) = feed(&stream, 50);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].len(), FRAG_HEAD_CAP);
+        assert_eq!(&msgs[0][..200], &[b'x'; 200][..]);
+    }
+
+    #[test]
+    fn close_is_echoed_once_and_stops_parsing() {
+        let mut stream = sframe(true, OP_TEXT, b"m");
+        let mut close = 1001u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"going away");
+        stream.extend(sframe(true, OP_CLOSE, &close));
+        stream.extend(sframe(true, OP_TEXT, b"after close"));
+        let (msgs, out, code) = feed(&stream, 4096);
+        assert_eq!(msgs, vec![b"m".to_vec()]);
+        assert_eq!(code, Some(1001));
+        assert_eq!(
+            client_frames(&out),
+            vec![(OP_CLOSE, 1001u16.to_be_bytes().to_vec())]
+        );
+
+        // Empty close → 1005 reported, empty close echoed.
+        let (_, out, code) = feed(&sframe(true, OP_CLOSE, b""), 10);
+        assert_eq!(code, Some(1005));
+        assert_eq!(client_frames(&out), vec![(OP_CLOSE, Vec::new())]);
+
+        // We closed first: the server's reply is not answered again, pings neither.
+        let mut p = Proto::new(3, 100);
+        let mut out = Vec::new();
+        p.start_close(&mut out, 1000);
+        let before = out.len();
+        let mut s = sframe(true, OP_PING, b"late");
+        s.extend(sframe(true, OP_CLOSE, &1000u16.to_be_bytes()));
+        let o = p.process(&s, &mut out, |_| {}).expect("ok");
+        assert_eq!(o.close, Some(1000));
+        assert_eq!(out.len(), before);
+    }
+
+    #[test]
+    fn protocol_errors() {
+        let mut p = Proto::new(1, 100);
+        let mut out = Vec::new();
+        assert_eq!(
+            p.process(&sframe(true, OP_CONT, b"x"), &mut out, |_| {}),
+            Err(ProtoError::UnexpectedContinuation)
+        );
+        let mut p = Proto::new(1, 100);
+        let mut s = sframe(false, OP_TEXT, b"a");
+        s.extend(sframe(true, OP_TEXT, b"b"));
+        assert_eq!(
+            p.process(&s, &mut out, |_| {}),
+            Err(ProtoError::InterleavedMessage)
+        );
+        let mut p = Proto::new(1, 10);
+        assert!(matches!(
+            p.process(&sframe(true, OP_TEXT, &[0; 11]), &mut out, |_| {}),
+            Err(ProtoError::Frame(FrameError::TooLarge(11)))
+        ));
+    }
+}

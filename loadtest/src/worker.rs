@@ -1,0 +1,537 @@
+//! Worker threads: one single-threaded tokio runtime per thread.
+//!
+//! Owns the thread-local context every connection task on a thread shares
+//! (one reused read buffer, the thread's statistics, the registry of its
+//! connections and publishers), the live counters the coordinator reads for
+//! progress, and the command protocol between the coordinator and a thread
+//! (connect, run a step, snapshot, shut down). Connections never move between
+//! threads, so nothing on the hot path is shared or locked: a connection's
+//! task borrows the thread's buffer and statistics once per `read()`.
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use crate::cli::{Config, PublishVia};
+use crate::conn::{self, Conn};
+use crate::frame::{self, MaskRng};
+use crate::pacing;
+use crate::proto::Proto;
+use crate::publisher::{self, Publisher};
+use crate::stats::{self, SeqTracker, StepSend, Tally, ThreadStats};
+use crate::subscriber::{self, Role};
+use crate::target::{SourcePlan, Target};
+
+/// Size of the per-thread read buffer.
+pub const READ_BUF: usize = 256 * 1024;
+
+/// Settings shared, read-only, by all worker threads.
+#[derive(Debug)]
+pub struct Params {
+    /// Subscriber endpoint.
+    pub sub_target: Target,
+    /// How publishers publish.
+    pub publish: PublishVia,
+    /// Source addresses.
+    pub sources: SourcePlan,
+    /// Total publishers (sizes each subscriber's sequence table).
+    pub pubs: usize,
+    /// Payload size.
+    pub size: usize,
+    /// Opcode of data frames we send.
+    pub opcode: u8,
+    /// Text frame sent after each handshake.
+    pub hello: Option<String>,
+    /// Connect + handshake timeout.
+    pub connect_timeout: Duration,
+    /// Largest accepted server payload.
+    pub max_frame: usize,
+    /// Time zero for payload timestamps.
+    pub epoch: Instant,
+}
+
+impl Params {
+    /// Derives worker settings from the run configuration.
+    pub fn new(cfg: &Config, sources: SourcePlan, epoch: Instant) -> Self {
+        Self {
+            sub_target: cfg.sub_target.clone(),
+            publish: cfg.publish.clone(),
+            sources,
+            pubs: cfg.pubs,
+            size: cfg.size,
+            opcode: if cfg.binary {
+                frame::OP_BINARY
+            } else {
+                frame::OP_TEXT
+            },
+            hello: cfg.hello.clone(),
+            connect_timeout: cfg.connect_timeout,
+            max_frame: cfg.max_frame,
+            epoch,
+        }
+    }
+}
+
+/// Counters a thread updates and the coordinator reads while running.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Subscribers currently connected.
+    pub subs_connected: AtomicU64,
+    /// Subscriber connection attempts that failed.
+    pub subs_failed: AtomicU64,
+    /// Publisher connections currently up.
+    pub pubs_connected: AtomicU64,
+    /// Data messages received by subscribers.
+    pub received: AtomicU64,
+    /// Messages sent by publishers.
+    pub sent: AtomicU64,
+    /// Connections (subscribers and publishers) lost while not shutting down.
+    pub disconnects: AtomicU64,
+    /// The worker thread's kernel thread id.
+    pub tid: AtomicI32,
+}
+
+impl Live {
+    /// Relaxed load helper.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Result of a connect command on one thread.
+#[derive(Debug, Clone)]
+pub struct ConnectTally {
+    /// Established connections.
+    pub ok: u64,
+    /// Failures by reason.
+    pub failed: Tally<String>,
+    /// Connect + handshake time of successful attempts, ns.
+    pub latency: Histogram<u64>,
+}
+
+impl ConnectTally {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            failed: Tally::default(),
+            latency: stats::new_histogram(),
+        }
+    }
+
+    /// Adds another thread's tally.
+    pub fn merge(&mut self, other: &ConnectTally) {
+        self.ok += other.ok;
+        self.failed.merge(&other.failed);
+        let _ = self.latency.add(&other.latency);
+    }
+}
+
+impl Default for ConnectTally {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A command from the coordinator.
+pub enum Cmd {
+    /// Connect these global subscriber indices, paced at `rate` per second on this thread.
+    ConnectSubs {
+        /// Global subscriber indices (source-address choice, seeds).
+        indices: Vec<usize>,
+        /// Attempts per second on this thread (0 = unlimited).
+        rate: f64,
+        /// Handshakes in flight on this thread.
+        concurrency: usize,
+        /// Where to send the tally.
+        reply: std_mpsc::Sender<ConnectTally>,
+    },
+    /// Connect these publishers.
+    ConnectPubs {
+        /// Publisher ids.
+        ids: Vec<u16>,
+        /// Index of the first connection for source-address choice.
+        src_base: usize,
+        /// Where to send the tally.
+        reply: std_mpsc::Sender<ConnectTally>,
+    },
+    /// Run one sending step on this thread's publishers.
+    Step {
+        /// Step index (stamped into payloads).
+        step: u8,
+        /// When sending starts.
+        start: Instant,
+        /// Sending window.
+        window: Duration,
+        /// (publisher id, messages to send) for this thread's publishers.
+        totals: Vec<(u16, u64)>,
+        /// Answered with this thread's send figures when the window has passed.
+        reply: std_mpsc::Sender<StepSend>,
+    },
+    /// Prepare receive slots for a step (sent before any message of it exists).
+    OpenStep {
+        /// Step index.
+        step: u8,
+        /// Acknowledgement.
+        reply: std_mpsc::Sender<()>,
+    },
+    /// Copy of the thread's statistics.
+    Snapshot {
+        /// Where to send it.
+        reply: std_mpsc::Sender<ThreadStats>,
+    },
+    /// Close every connection (close handshake), waiting at most `grace`.
+    Shutdown {
+        /// Longest wait for close replies.
+        grace: Duration,
+        /// Answered with the number of connections that did not close in time.
+        reply: std_mpsc::Sender<u64>,
+    },
+}
+
+/// State shared by all tasks on one worker thread.
+pub struct ThreadCtx {
+    /// Shared settings.
+    pub params: Arc<Params>,
+    /// The reused read buffer (borrowed only between awaits).
+    pub read_buf: RefCell<Box<[u8]>>,
+    /// The thread's statistics.
+    pub stats: RefCell<ThreadStats>,
+    /// Counters for progress.
+    pub live: Arc<Live>,
+    conns: RefCell<Vec<Weak<Conn>>>,
+    /// This thread's publishers.
+    pub pubs: RefCell<Vec<Rc<Publisher>>>,
+    active: Cell<usize>,
+    all_done: Notify,
+    /// Set once shutdown started: connection ends are expected.
+    pub shutting_down: Cell<bool>,
+    rng: RefCell<MaskRng>,
+}
+
+impl ThreadCtx {
+    fn new(params: Arc<Params>, live: Arc<Live>, seed: u64) -> Self {
+        Self {
+            params,
+            read_buf: RefCell::new(vec![0u8; READ_BUF].into_boxed_slice()),
+            stats: RefCell::new(ThreadStats::default()),
+            live,
+            conns: RefCell::new(Vec::new()),
+            pubs: RefCell::new(Vec::new()),
+            active: Cell::new(0),
+            all_done: Notify::new(),
+            shutting_down: Cell::new(false),
+            rng: RefCell::new(MaskRng::new(seed)),
+        }
+    }
+
+    /// Nanoseconds since the run epoch.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        ns_since(self.params.epoch, Instant::now())
+    }
+
+    /// A fresh seed for a connection's masking keys.
+    pub fn seed(&self) -> u64 {
+        self.rng.borrow_mut().next_u64()
+    }
+
+    /// Registers a live connection task (for shutdown and its wait).
+    pub fn register(&self, conn: &Rc<Conn>) {
+        let mut conns = self.conns.borrow_mut();
+        if conns.len() == conns.capacity() {
+            conns.retain(|w| w.strong_count() > 0);
+        }
+        conns.push(Rc::downgrade(conn));
+        self.active.set(self.active.get() + 1);
+    }
+
+    /// Marks a registered connection task as finished.
+    pub fn unregister(&self) {
+        let n = self.active.get().saturating_sub(1);
+        self.active.set(n);
+        if n == 0 {
+            self.all_done.notify_waiters();
+        }
+    }
+
+    fn live_conns(&self) -> Vec<Rc<Conn>> {
+        self.conns
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+}
+
+/// Nanoseconds from `epoch` to `t` (0 if earlier).
+#[inline]
+pub fn ns_since(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Handle to a worker thread.
+pub struct Worker {
+    tx: mpsc::UnboundedSender<Cmd>,
+    /// Live counters of the thread.
+    pub live: Arc<Live>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts worker thread `index`.
+    pub fn spawn(index: usize, params: Arc<Params>) -> Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let live = Arc::new(Live::default());
+        let live2 = live.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building worker runtime")?;
+        let join = std::thread::Builder::new()
+            .name(format!("lt-worker-{index}"))
+            .spawn(move || {
+                live2
+                    .tid
+                    .store(crate::procfs::current_tid(), Ordering::Relaxed);
+                let seed = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ ns_since(params.epoch, Instant::now());
+                let ctx = Rc::new(ThreadCtx::new(params, live2, seed));
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, control_loop(ctx, rx));
+            })
+            .context("spawning worker thread")?;
+        Ok(Self {
+            tx,
+            live,
+            join: Some(join),
+        })
+    }
+
+    /// Sends a command (fails only if the thread died).
+    pub fn send(&self, cmd: Cmd) -> Result<()> {
+        self.tx
+            .send(cmd)
+            .map_err(|_| anyhow::anyhow!("worker thread exited unexpectedly"))
+    }
+
+    /// Stops the thread (dropping its runtime and any remaining tasks).
+    pub fn join(mut self) {
+        drop(self.tx);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+async fn control_loop(ctx: Rc<ThreadCtx>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Cmd::ConnectSubs {
+                indices,
+                rate,
+                concurrency,
+                reply,
+            } => {
+                let ctx = ctx.clone();
+                tokio::task::spawn_local(async move {
+                    let tally = connect_subs(ctx, indices, rate, concurrency).await;
+                    let _ = reply.send(tally);
+                });
+            }
+            Cmd::ConnectPubs {
+                ids,
+                src_base,
+                reply,
+            } => {
+                let ctx = ctx.clone();
+                tokio::task::spawn_local(async move {
+                    let tally = publisher::connect_all(ctx, ids, src_base).await;
+                    let _ = reply.send(tally);
+                });
+            }
+            Cmd::OpenStep { step, reply } => {
+                ctx.stats.borrow_mut().ensure_step(usize::from(step));
+                let _ = reply.send(());
+            }
+            Cmd::Step {
+                step,
+                start,
+                window,
+                totals,
+                reply,
+            } => {
+                let ctx = ctx.clone();
+                tokio::task::spawn_local(async move {
+                    publisher::run_step(&ctx, step, start, window, &totals).await;
+                    let send = ctx.stats.borrow_mut().send_mut(usize::from(step)).clone();
+                    let _ = reply.send(send);
+                });
+            }
+            Cmd::Snapshot { reply } => {
+                let _ = reply.send(ctx.stats.borrow().clone());
+            }
+            Cmd::Shutdown { grace, reply } => {
+                let left = shutdown(&ctx, grace).await;
+                let _ = reply.send(left);
+            }
+        }
+    }
+}
+
+async fn shutdown(ctx: &Rc<ThreadCtx>, grace: Duration) -> u64 {
+    ctx.shutting_down.set(true);
+    for p in ctx.pubs.borrow().iter() {
+        p.stop();
+    }
+    for c in ctx.live_conns() {
+        let mask = ctx.rng.borrow_mut().mask();
+        c.start_close(mask);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while ctx.active.get() > 0 {
+        let notified = ctx.all_done.notified();
+        if ctx.active.get() == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            break;
+        }
+    }
+    ctx.active.get() as u64
+}
+
+async fn connect_subs(
+    ctx: Rc<ThreadCtx>,
+    indices: Vec<usize>,
+    rate: f64,
+    concurrency: usize,
+) -> ConnectTally {
+    let tally = Rc::new(RefCell::new(ConnectTally::new()));
+    let sem = Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS)));
+    let outstanding = Rc::new(Cell::new(indices.len()));
+    let finished = Rc::new(Notify::new());
+    let step = pacing::interval(rate);
+    let start = tokio::time::Instant::now();
+    for (k, index) in indices.iter().copied().enumerate() {
+        if let Some(step) = step {
+            tokio::time::sleep_until(start + step.mul_f64(k as f64)).await;
+        }
+        let permit = match sem.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let ctx = ctx.clone();
+        let tally = tally.clone();
+        let outstanding = outstanding.clone();
+        let finished = finished.clone();
+        tokio::task::spawn_local(async move {
+            let src = ctx.params.sources.for_index(index);
+            let seed = ctx.seed();
+            let t0 = Instant::now();
+            let result = conn::with_timeout(
+                ctx.params.connect_timeout,
+                conn::connect_ws(&ctx.params.sub_target, src, seed),
+            )
+            .await;
+            drop(permit);
+            let connected = match result {
+                Ok((stream, early)) => {
+                    let mut t = tally.borrow_mut();
+                    t.ok += 1;
+                    t.latency
+                        .saturating_record(ns_since(t0, Instant::now()).max(1));
+                    Live::inc(&ctx.live.subs_connected);
+                    Some((stream, early))
+                }
+                Err(e) => {
+                    tally.borrow_mut().failed.add(e.reason());
+                    Live::inc(&ctx.live.subs_failed);
+                    None
+                }
+            };
+            let left = outstanding.get() - 1;
+            outstanding.set(left);
+            if left == 0 {
+                finished.notify_one();
+            }
+            if let Some((stream, early)) = connected {
+                let conn = Rc::new(Conn::new(stream));
+                let seqs = vec![SeqTracker::default(); ctx.params.pubs];
+                let proto = Proto::new(seed ^ 0x5555, ctx.params.max_frame);
+                run_connection(ctx, conn, early, Role::Subscriber(seqs), proto).await;
+            }
+        });
+    }
+    if outstanding.get() > 0 {
+        finished.notified().await;
+    }
+    tally.borrow().clone()
+}
+
+/// Registers a connection, sends the hello (if any), runs its reader to the
+/// end and accounts for how it ended.
+pub async fn run_connection(
+    ctx: Rc<ThreadCtx>,
+    conn: Rc<Conn>,
+    early: Vec<u8>,
+    role: Role,
+    mut proto: Proto,
+) {
+    ctx.register(&conn);
+    if let Some(hello) = &ctx.params.hello {
+        let mask = proto.mask();
+        conn.with_out(|out| frame::push_client_frame(out, frame::OP_TEXT, hello.as_bytes(), mask));
+        let _ = conn.flush();
+    }
+    let is_sub = matches!(role, Role::Subscriber(_));
+    let end = subscriber::read_loop(&ctx, &conn, early, role, proto).await;
+    if is_sub {
+        Live::dec(&ctx.live.subs_connected);
+    } else {
+        Live::dec(&ctx.live.pubs_connected);
+    }
+    if !(conn.closing.get() || ctx.shutting_down.get()) {
+        Live::inc(&ctx.live.disconnects);
+        let mut st = ctx.stats.borrow_mut();
+        let d = if is_sub {
+            &mut st.sub_disconnects
+        } else {
+            &mut st.pub_disconnects
+        };
+        end.record(d);
+    }
+    ctx.unregister();
+}
+
+impl Live {
+    /// Relaxed increment.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Relaxed decrement.
+    pub fn dec(c: &AtomicU64) {
+        c.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Relaxed add.
+    pub fn add(c: &AtomicU64, n: u64) {
+        if n > 0 {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Source address for connection `i` of the plan (re-exported for publishers).
+pub fn source_for(ctx: &ThreadCtx, i: usize) -> Option<IpAddr> {
+    ctx.params.sources.for_index(i)
+}
