@@ -109,6 +109,14 @@ fn bearer(header: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Whether a `Content-Type` is `application/octet-stream` (any case, any parameters).
+fn is_octet_stream(ct: &[u8]) -> bool {
+    let essence = ct.split(|&b| b == b';').next().unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/octet-stream")
+}
+
 /// Compares secrets without leaking, through timing, how much of a guess was right.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -138,7 +146,7 @@ async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
     let binary = req
         .headers()
         .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+        .is_some_and(|v| is_octet_stream(v.as_bytes()));
     let limit = cfg.max_message_size;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
@@ -187,6 +195,15 @@ mod tests {
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abc", b"abd"));
         assert!(!same_secret(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn octet_stream_is_matched_on_its_essence() {
+        use super::is_octet_stream;
+        assert!(is_octet_stream(b"application/octet-stream"));
+        assert!(is_octet_stream(b"Application/Octet-Stream; charset=binary"));
+        assert!(!is_octet_stream(b"application/octet-streamx"));
+        assert!(!is_octet_stream(b"text/plain"));
     }
 
     #[test]

@@ -47,7 +47,13 @@ pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, p
     let pre = if pre.is_empty() {
         // Even empty, `pre` may share hyper's whole read buffer: let it go before idling.
         drop(pre);
-        if conn.readable().await.is_err() {
+        // `poll_read_ready`, not `readable()`: it takes over the socket's single read-waker
+        // slot, which still holds hyper's waker from the handshake — and that waker keeps
+        // the finished HTTP connection task (~900 B) allocated for the connection's life.
+        if std::future::poll_fn(|cx| conn.poll_read_ready(cx))
+            .await
+            .is_err()
+        {
             shard.remove(who);
             return;
         }
@@ -137,7 +143,7 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
                     continue;
                 };
                 if op == Opcode::Text && simdutf8::basic::from_utf8(&buf).is_err() {
-                    return End::Violation(1007, "invalid UTF-8 in text message");
+                    return End::Violation(1007, "invalid UTF-8");
                 }
                 if let Err(end) = message(shard, who, op, &buf).await {
                     return end;
@@ -177,12 +183,13 @@ async fn message(shard: &Shard, who: ClientRef, opcode: Opcode, payload: &[u8]) 
     };
     let encoded = frame::encode(opcode, payload);
     for topic in topics.iter() {
-        if let Err(PublishError::ShuttingDown) = shard
+        let published = shard
             .hub
             .publish_frame_wait(topic.clone(), encoded.clone(), None)
-            .await
-        {
-            return Err(End::Gone);
+            .await;
+        if let Err(PublishError::ShuttingDown) = published {
+            // Too late to publish; keep the client until its 1001 and queue are out.
+            break;
         }
     }
     Ok(())

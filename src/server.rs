@@ -82,10 +82,21 @@ impl Server {
                     local.block_on(&runtime, async move {
                         let shard = Shard::new(shard_hub, index);
                         if let Some(listener) = listener {
-                            tokio::task::spawn_local(crate::listener::accept_loop(
+                            let acceptor = tokio::task::spawn_local(crate::listener::accept_loop(
                                 shard.clone(),
                                 listener,
                             ));
+                            let hub = shard.hub.clone();
+                            // Without its acceptor the server would silently stop taking
+                            // connections: a panic there stops the whole server instead.
+                            tokio::task::spawn_local(async move {
+                                if acceptor.await.is_err() {
+                                    tracing::error!(
+                                        "the acceptor panicked: shutting the server down"
+                                    );
+                                    hub.shutdown();
+                                }
+                            });
                         }
                         shard.run().await;
                     });

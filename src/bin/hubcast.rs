@@ -62,15 +62,16 @@ struct Args {
     /// Seconds allowed on shutdown to close every client and flush its queue.
     #[arg(long, env = "HUBCAST_DRAIN_TIMEOUT", default_value_t = 5.0)]
     drain_timeout: f64,
-    /// Messages each shard's inbox holds; when full, publishes to it are dropped and counted.
+    /// Messages each shard's inbox holds. When one is full, client and HTTP publishers
+    /// wait for room (HTTP for at most 1 s, then 503); `Hub::publish` drops (counted).
     #[arg(long, env = "HUBCAST_INBOX_CAPACITY", default_value_t = 16_384)]
     inbox_capacity: usize,
     /// Listen backlog (capped by net.core.somaxconn).
     #[arg(long, env = "HUBCAST_BACKLOG", default_value_t = 8192)]
     backlog: u32,
-    /// Most seconds a shard waits after an expensive fan-out round (one that took over
-    /// 1 ms) before the next, so frames batch into fewer writes; it waits as long as the
-    /// round took, at most this. 0 disables.
+    /// Seconds between the starts of two fan-out rounds after a heavy one (one that took
+    /// 250 us or more), so frames batch into fewer writes per socket. Adds at most this
+    /// much latency; light rounds and an overloaded shard never wait. 0 disables.
     #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.005)]
     coalesce: f64,
 }
@@ -108,36 +109,36 @@ fn main() -> anyhow::Result<()> {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = Args::parse().into_config()?;
 
-    // Signals first: a SIGTERM right after start must still drain, not kill.
+    // Signals first, installed before the server starts: a SIGTERM right after start
+    // must still drain, not kill.
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _in_runtime = signals.enter();
+        let term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        (term, int)
+    };
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let signal_thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("hubcast-signals".into())
         .spawn(move || {
             signals.block_on(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut term), Ok(mut int)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::interrupt()),
-                ) else {
-                    tracing::error!("cannot install signal handlers");
-                    return;
-                };
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
                 }
-                let _ = stop_tx.send(());
             });
+            let _ = stop_tx.send(());
         })?;
 
     let server = hubcast::Server::start(config).context("cannot start hubcast")?;
@@ -155,7 +156,6 @@ fn main() -> anyhow::Result<()> {
             }
         })?;
     server.join().context("shard failed")?;
-    drop(signal_thread);
     tracing::info!("stopped");
     Ok(())
 }
