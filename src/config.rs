@@ -110,7 +110,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             inbox_capacity: 16_384,
             backlog: 8192,
-            coalesce: Duration::from_millis(5),
+            coalesce: Duration::from_millis(10),
             admit: None,
         }
     }

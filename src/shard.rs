@@ -40,16 +40,33 @@ const REBUILD_TICK: Duration = Duration::from_millis(2);
 /// A fan-out round this long is "heavy": it wrote to many sockets.
 const HEAVY_ROUND: Duration = Duration::from_micros(250);
 
-/// When the next fan-out round may start, after one that started at `started` and took
-/// `took`. A round costs about one write per subscriber whatever the number of frames
-/// it carries, so after a heavy round the shard lets frames pile up until `window` has
-/// passed since the round began: at a given rate, each write then carries more frames
-/// and the syscalls per delivery fall, on both ends of every socket. Light rounds (few
-/// subscribers) never wait, and an overloaded shard (rounds longer than the window)
-/// never waits either — throughput is not capped, only the latency grows by at most
-/// `window`.
-fn coalesce(started: Instant, took: Duration, window: Duration) -> Option<Instant> {
-    (took >= HEAVY_ROUND && took < window).then(|| started + window)
+/// Batches up to this size cost about one write per subscriber, whatever their size.
+const SMALL_BATCH: usize = 64 << 10;
+
+/// When the next fan-out round may start, after one that started at `started`, took
+/// `took` and carried `batch_bytes`. A round of small frames costs about one write per
+/// subscriber however many frames it carries, so after a heavy round the shard lets
+/// frames pile up: the next round starts no sooner than `window` after this one began,
+/// or twice this round's cost when that is longer (at most four windows). At a given
+/// rate each write then carries more frames, and the syscalls per delivery fall on both
+/// ends of every socket. Light rounds (few subscribers) never wait; large batches (cost
+/// per byte) only wait for `window`, so throughput is never capped; an overloaded shard
+/// (rounds longer than the wait) never waits. Latency grows by at most the wait.
+fn coalesce(
+    started: Instant,
+    took: Duration,
+    window: Duration,
+    batch_bytes: usize,
+) -> Option<Instant> {
+    if window.is_zero() || took < HEAVY_ROUND {
+        return None;
+    }
+    let wait = if batch_bytes <= SMALL_BATCH {
+        window.max(took * 2).min(window * 4)
+    } else {
+        window
+    };
+    (took < wait).then(|| started + wait)
 }
 
 /// Work handed to a shard from other threads.
@@ -182,8 +199,8 @@ impl Shard {
             if !self.batch.borrow().is_empty() {
                 let started = Instant::now();
                 self.rebuild_if_dirty();
-                self.fan_out();
-                not_before = coalesce(started, started.elapsed(), max_coalesce);
+                let batch_bytes = self.fan_out();
+                not_before = coalesce(started, started.elapsed(), max_coalesce, batch_bytes);
             } else if self.registry.borrow().is_dirty() {
                 let due = self.last_rebuild.get() + REBUILD_TICK;
                 if Instant::now() >= due {
@@ -214,12 +231,15 @@ impl Shard {
         }
     }
 
-    fn fan_out(self: &Rc<Self>) {
+    /// Fans the pending batch out; returns its size in bytes.
+    fn fan_out(self: &Rc<Self>) -> usize {
         let snapshot = self.handle.snapshot.load();
         let mut outcome = self.outcome.borrow_mut();
         outcome.clear();
+        let batch_bytes;
         {
             let mut batch = self.batch.borrow_mut();
+            batch_bytes = batch.iter().map(|p| p.frame.len()).sum();
             let mut reg = self.registry.borrow_mut();
             fan_out_batch(
                 &mut reg,
@@ -256,6 +276,7 @@ impl Shard {
         for &who in &outcome.failed {
             self.remove(who);
         }
+        batch_bytes
     }
 
     fn take(self: &Rc<Self>, incoming: Incoming) {
@@ -578,23 +599,33 @@ mod tests {
     #[test]
     fn only_heavy_rounds_wait_and_never_when_overloaded() {
         let t = Instant::now();
-        let window = Duration::from_millis(10);
+        let ms = Duration::from_millis;
+        let w = ms(10);
+        let small = 1000;
         assert_eq!(
-            coalesce(t, Duration::from_micros(100), window),
+            coalesce(t, Duration::from_micros(100), w, small),
             None,
             "light round"
         );
+        assert_eq!(coalesce(t, ms(2), w, small), Some(t + w));
         assert_eq!(
-            coalesce(t, Duration::from_millis(2), window),
-            Some(t + window)
+            coalesce(t, ms(8), w, small),
+            Some(t + ms(16)),
+            "twice the round's cost"
         );
         assert_eq!(
-            coalesce(t, Duration::from_millis(20), window),
-            None,
-            "overloaded"
+            coalesce(t, ms(30), w, small),
+            Some(t + ms(40)),
+            "at most four windows"
+        );
+        assert_eq!(coalesce(t, ms(50), w, small), None, "overloaded");
+        assert_eq!(
+            coalesce(t, ms(8), w, 1 << 20),
+            Some(t + w),
+            "large batches: the window only"
         );
         assert_eq!(
-            coalesce(t, Duration::from_millis(2), Duration::ZERO),
+            coalesce(t, ms(2), Duration::ZERO, small),
             None,
             "0 disables"
         );

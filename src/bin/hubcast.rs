@@ -72,7 +72,7 @@ struct Args {
     /// Seconds between the starts of two fan-out rounds after a heavy one (one that took
     /// 250 us or more), so frames batch into fewer writes per socket. Adds at most this
     /// much latency; light rounds and an overloaded shard never wait. 0 disables.
-    #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.005)]
+    #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.01)]
     coalesce: f64,
 }
 
