@@ -8,11 +8,10 @@
 //! Both print the heap allocations made per recipient during the measured fan-outs,
 //! counted by a wrapping global allocator: the fan-out path must make none.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Read;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -21,27 +20,9 @@ use hubcast::fanout::{Outcome, fan_out};
 use hubcast::frame::{Opcode, encode};
 use hubcast::registry::Registry;
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+#[path = "../tests/common/counting.rs"]
+mod counting;
+use counting::{Counting, allocations};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -77,7 +58,7 @@ fn queued(c: &mut Criterion) {
                     c.discard_queue();
                 }
                 out.clear();
-                let before = ALLOCS.load(Ordering::Relaxed);
+                let before = allocations();
                 let t = Instant::now();
                 fan_out(
                     &mut reg,
@@ -88,7 +69,7 @@ fn queued(c: &mut Criterion) {
                     &mut out,
                 );
                 total += t.elapsed();
-                allocs += ALLOCS.load(Ordering::Relaxed) - before;
+                allocs += allocations() - before;
                 deliveries += out.deliveries;
             }
             total
@@ -155,7 +136,7 @@ fn sockets(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 out.clear();
-                let before = ALLOCS.load(Ordering::Relaxed);
+                let before = allocations();
                 let t = Instant::now();
                 fan_out(
                     &mut reg,
@@ -166,7 +147,7 @@ fn sockets(c: &mut Criterion) {
                     &mut out,
                 );
                 total += t.elapsed();
-                allocs += ALLOCS.load(Ordering::Relaxed) - before;
+                allocs += allocations() - before;
                 deliveries += out.deliveries;
                 // Sockets that filled up keep a reference: drop it so every round starts equal.
                 queued += out.to_flush.len();

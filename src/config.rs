@@ -85,8 +85,9 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Listen backlog (the kernel caps it at `net.core.somaxconn`).
     pub backlog: u32,
-    /// Longest a shard waits between two expensive fan-out rounds so that frames batch
-    /// up (it waits as long as the previous round took, at most this); 0 disables.
+    /// Coalescing window: after a heavy fan-out round (≥ 250 µs) the next round starts
+    /// no sooner than this after it began (for small frames: twice the round's cost when
+    /// longer, at most four windows), so frames batch into fewer writes. 0 disables.
     pub coalesce: Duration,
     /// Optional admission hook (embedders only): accept or refuse each upgrade.
     pub admit: Option<Arc<AdmitFn>>,

@@ -106,6 +106,12 @@ impl Hub {
         opcode: Opcode,
         payload: &[u8],
     ) -> Result<usize, PublishError> {
+        self.check_message(topic, payload)?;
+        self.publish_frame(Arc::from(topic), frame::encode(opcode, payload))
+    }
+
+    /// A topic of 1–128 bytes and a payload within the message size limit.
+    fn check_message(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
         check_topic(topic)?;
         let limit = self.inner.config.max_message_size;
         if payload.len() > limit {
@@ -114,7 +120,7 @@ impl Hub {
                 limit,
             });
         }
-        self.publish_frame(Arc::from(topic), frame::encode(opcode, payload))
+        Ok(())
     }
 
     /// Checks and encodes a message, then publishes it waiting up to `patience` for room
@@ -126,14 +132,7 @@ impl Hub {
         payload: &[u8],
         patience: Duration,
     ) -> Result<usize, PublishError> {
-        check_topic(topic)?;
-        let limit = self.inner.config.max_message_size;
-        if payload.len() > limit {
-            return Err(PublishError::TooLarge {
-                size: payload.len(),
-                limit,
-            });
-        }
+        self.check_message(topic, payload)?;
         self.publish_frame_wait(
             Arc::from(topic),
             frame::encode(opcode, payload),
@@ -149,12 +148,8 @@ impl Hub {
         topic: Arc<str>,
         frame: Bytes,
     ) -> Result<usize, PublishError> {
-        if self.is_shutting_down() {
-            return Err(PublishError::ShuttingDown);
-        }
-        self.inner.metrics.published.fetch_add(1, Ordering::Relaxed);
-        let mut recipients = 0;
-        let mut dropped = 0;
+        self.begin_publish()?;
+        let (mut recipients, mut dropped) = (0, 0);
         for shard in self.inner.shards.iter() {
             recipients += shard.snapshot.load().subscribers(&topic).len();
             let p = Published {
@@ -162,24 +157,10 @@ impl Hub {
                 frame: frame.clone(),
             };
             if shard.publish(p).is_err() {
-                dropped += 1;
-                self.inner.metrics.shards[shard.index]
-                    .inbox_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                dropped += self.count_drop(shard);
             }
         }
-        if dropped > 0 {
-            tracing::warn!(
-                topic = &*topic,
-                dropped,
-                "shard inbox full: message dropped on those shards"
-            );
-            return Err(PublishError::Overloaded {
-                dropped,
-                shards: self.inner.shards.len(),
-            });
-        }
-        Ok(recipients)
+        self.settle(&topic, recipients, dropped)
     }
 
     /// Hands one encoded frame to every shard, waiting (up to `patience`) for room in
@@ -193,13 +174,9 @@ impl Hub {
         frame: Bytes,
         patience: Option<Duration>,
     ) -> Result<usize, PublishError> {
-        if self.is_shutting_down() {
-            return Err(PublishError::ShuttingDown);
-        }
-        self.inner.metrics.published.fetch_add(1, Ordering::Relaxed);
+        self.begin_publish()?;
         let deadline = patience.map(|p| tokio::time::Instant::now() + p);
-        let mut recipients = 0;
-        let mut dropped = 0;
+        let (mut recipients, mut dropped) = (0, 0);
         for shard in self.inner.shards.iter() {
             recipients += shard.snapshot.load().subscribers(&topic).len();
             let mut p = Published {
@@ -220,28 +197,51 @@ impl Hub {
                     return Err(PublishError::ShuttingDown);
                 }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                    dropped += 1;
-                    self.inner.metrics.shards[shard.index]
-                        .inbox_dropped
-                        .fetch_add(1, Ordering::Relaxed);
+                    dropped += self.count_drop(shard);
                     break;
                 }
                 // The shard drains its inbox in well under a millisecond per batch.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        if dropped > 0 {
-            tracing::warn!(
-                topic = &*topic,
-                dropped,
-                "shard inbox full past the deadline: message dropped on those shards"
-            );
-            return Err(PublishError::Overloaded {
-                dropped,
-                shards: self.inner.shards.len(),
-            });
+        self.settle(&topic, recipients, dropped)
+    }
+
+    fn begin_publish(&self) -> Result<(), PublishError> {
+        if self.is_shutting_down() {
+            return Err(PublishError::ShuttingDown);
         }
-        Ok(recipients)
+        self.inner.metrics.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts one shard's drop of the message being published; returns 1.
+    fn count_drop(&self, shard: &ShardHandle) -> usize {
+        self.inner.metrics.shards[shard.index]
+            .inbox_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        1
+    }
+
+    /// The outcome of a publish that `dropped` shards could not take.
+    fn settle(
+        &self,
+        topic: &str,
+        recipients: usize,
+        dropped: usize,
+    ) -> Result<usize, PublishError> {
+        if dropped == 0 {
+            return Ok(recipients);
+        }
+        tracing::warn!(
+            topic,
+            dropped,
+            "shard inbox full: message dropped on those shards"
+        );
+        Err(PublishError::Overloaded {
+            dropped,
+            shards: self.inner.shards.len(),
+        })
     }
 
     /// Connections registered on all shards, as of their latest snapshots (a client is

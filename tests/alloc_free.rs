@@ -2,35 +2,14 @@
 //! allocator over real fan-outs to queued clients (the heaviest per-recipient path:
 //! each recipient keeps a reference in its queue).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "common/counting.rs"]
+mod counting;
 
+use counting::{Counting, allocations};
 use hubcast::client::Client;
 use hubcast::fanout::{Outcome, Published, fan_out_batch};
 use hubcast::frame::{Opcode, encode};
 use hubcast::registry::Registry;
-
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -55,7 +34,7 @@ fn fan_out_allocates_nothing_per_recipient() {
         c.discard_queue();
     }
     out.clear();
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocations();
     for _ in 0..10 {
         fan_out_batch(&mut reg, &snap, &one, usize::MAX, &mut out);
         for (_, c) in reg.iter_mut() {
@@ -63,14 +42,14 @@ fn fan_out_allocates_nothing_per_recipient() {
         }
         out.clear();
     }
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let allocs = allocations() - before;
     assert_eq!(allocs, 0, "{allocs} allocations for {} deliveries", 10 * N);
 
     // A run of several frames for one topic is joined once per batch: the buffer and its
     // shared reference count (allocated on first share), however many recipients.
     let three: Vec<_> = (0..3).map(|_| one[0].clone()).collect();
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocations();
     fan_out_batch(&mut reg, &snap, &three, usize::MAX, &mut out);
-    assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 2);
+    assert_eq!(allocations() - before, 2);
     assert_eq!(out.deliveries, 3 * N as u64);
 }

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -46,28 +45,9 @@ fn rejects_bad_flags_with_a_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_clients_with_1001_and_exits_0() {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--shards", "2"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = within(tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    }))
-    .await
-    .expect("join")
-    .expect("banner");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address in banner")
-        .to_owned();
+    let (mut child, addr) = spawn_binary();
     let mut ws = connect(&format!("ws://{addr}/ws")).await;
-    let (status, _) = http_publish(addr.parse().expect("addr"), "default", "hello", None).await;
+    let (status, _) = http_publish(addr, "default", "hello", None).await;
     assert_eq!(status, 200);
     assert_eq!(next_data(&mut ws).await.as_deref(), Some(&b"hello"[..]));
     let killed = Command::new("kill")

@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use common::*;
 
 fn rss_bytes(pid: u32) -> u64 {
@@ -35,21 +32,7 @@ async fn an_idle_connection_costs_the_server_little_memory() {
         lim.maximum.is_none_or(|m| m > 2 * CLIENTS as u64),
         "hard open-file limit too low: {lim:?}"
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubcast"))
-        .args(["--listen", "127.0.0.1:0", "--shards", "2"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("banner");
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("address");
+    let (mut child, addr) = spawn_binary();
     // Warm up: one connection (and its handshake buffers) before the baseline.
     let warm = Raw::connect(addr, "").await;
     let before = rss_bytes(child.id());

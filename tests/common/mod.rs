@@ -94,6 +94,28 @@ impl Drop for TestServer {
     }
 }
 
+/// Starts the `hubcast` binary on 127.0.0.1:0 (2 shards, `RUST_LOG=warn`) and returns
+/// the process and the address from its banner line.
+pub fn spawn_binary() -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
+        .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hubcast");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("banner");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in the banner: {line:?}"));
+    (child, addr)
+}
+
 /// Runs `f`, failing the test if it takes longer than [`PATIENCE`].
 pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, f).await.expect("timed out")
