@@ -10,6 +10,7 @@
 //! An idle client pins no read buffer: the parser (and its buffer) is only created once
 //! the socket first has something to read.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
@@ -36,37 +37,75 @@ enum End {
     Closed(Bytes),
     /// The client broke a rule: close with this code and reason.
     Violation(u16, &'static str),
+    /// Everything read so far is handled: the parser can go until the next bytes.
+    Idle,
 }
 
 /// Reads one client until the end, then closes or removes it.
 ///
 /// This future lives as long as the connection, so while the client is idle it must be
-/// small: it only waits for the socket to become readable; everything else (parser,
-/// reassembly, the close paths) is boxed and allocated once the client sends something.
+/// small: it only waits for the socket to become readable. The parser, its read buffer
+/// and the close paths are boxed, allocated when the client sends something, and
+/// dropped again as soon as everything read has been handled — an idle client (one
+/// that only answers pings now and then) pins no read buffer.
 pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes) {
-    let pre = if pre.is_empty() {
-        // Even empty, `pre` may share hyper's whole read buffer: let it go before idling.
-        drop(pre);
+    // Copy the few early bytes out, so hyper's read buffer is not kept alive (even an
+    // empty `pre` may share it).
+    // (`hyper_pre` is moved into the block and dropped there: merely shadowing it would
+    // keep hyper's buffer alive in this future for the connection's whole life.)
+    let mut pre = {
+        let hyper_pre = pre;
+        if hyper_pre.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&hyper_pre)
+        }
+    };
+    loop {
         // `poll_read_ready`, not `readable()`: it takes over the socket's single read-waker
         // slot, which still holds hyper's waker from the handshake — and that waker keeps
         // the finished HTTP connection task (~900 B) allocated for the connection's life.
-        if std::future::poll_fn(|cx| conn.poll_read_ready(cx))
-            .await
-            .is_err()
+        if pre.is_empty()
+            && std::future::poll_fn(|cx| conn.poll_read_ready(cx))
+                .await
+                .is_err()
         {
             shard.remove(who);
             return;
         }
-        Bytes::new()
-    } else {
-        // Copy the few early bytes out, so hyper's read buffer is not kept alive.
-        Bytes::copy_from_slice(&pre)
-    };
-    Box::pin(serve(shard, who, conn, pre)).await
+        let served = Box::pin(serve(
+            shard.clone(),
+            who,
+            conn.clone(),
+            std::mem::take(&mut pre),
+        ))
+        .await;
+        if !served {
+            return;
+        }
+        // Idle again. Readiness is only cleared by a read that would block, so probe once:
+        // either the socket is drained (and the wait above really waits) or the probe's
+        // bytes start the next round.
+        let mut probe = [0u8; 64];
+        match conn.try_read(&mut probe) {
+            Ok(0) => {
+                shard.remove(who);
+                return;
+            }
+            Ok(n) => pre = Bytes::copy_from_slice(&probe[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                shard.remove(who);
+                return;
+            }
+        }
+    }
 }
 
-async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes) {
+/// Reads until the connection ends (`false`) or everything read is handled (`true`).
+async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes) -> bool {
     match read_frames(&shard, who, &conn, pre).await {
+        End::Idle => return true,
         End::Gone => shard.remove(who),
         End::Closed(echo) => shard.client_closed(who, &echo),
         End::Violation(code, reason) => {
@@ -88,15 +127,37 @@ async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes
             shard.remove(who);
         }
     }
+    false
+}
+
+/// Bytes a client frame with a payload of `len` bytes takes on the wire (masked, with
+/// the shortest length encoding, as RFC 6455 requires).
+fn client_frame_len(len: usize) -> usize {
+    let ext = if len < 126 {
+        0
+    } else if len <= usize::from(u16::MAX) {
+        2
+    } else {
+        8
+    };
+    2 + ext + 4 + len
 }
 
 async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pre: Bytes) -> End {
     let cfg = &shard.hub.inner.config;
     let max = cfg.max_message_size;
+    // Bytes handed to the parser, and bytes of the frames it returned (or answered):
+    // when they match and no message is half reassembled, its buffer holds nothing.
+    let delivered = Cell::new(0usize);
+    let consumed = Cell::new(0usize);
+    let assembling = Cell::new(false);
     let (mut ws, _) = fastwebsockets::after_handshake_split(
         SocketRead {
             conn: conn.clone(),
             pre,
+            delivered: &delivered,
+            consumed: &consumed,
+            assembling: &assembling,
         },
         tokio::io::sink(),
         Role::Server,
@@ -109,16 +170,20 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
         // fastwebsockets answers a client's ping here and never returns it, so this is
         // also where a pinging client shows it is alive.
         if f.opcode == OpCode::Pong {
+            consumed.set(consumed.get() + client_frame_len(f.payload.len()));
             shard.touch(who);
             shard.send_control(who, &frame::encode(Opcode::Pong, &f.payload));
         }
         std::future::ready(Ok::<(), Infallible>(()))
     };
     loop {
+        assembling.set(partial.is_some());
         let f = match ws.read_frame(&mut obligated).await {
             Ok(f) => f,
+            Err(WebSocketError::IoError(e)) if is_idle(&e) => return End::Idle,
             Err(e) => return end_for(e),
         };
+        consumed.set(consumed.get() + client_frame_len(f.payload.len()));
         shard.touch(who);
         let opcode = match f.opcode {
             OpCode::Close => {
@@ -239,12 +304,34 @@ async fn discard_input(conn: &TcpStream) {
 
 /// The read side of a shared socket: first the bytes hyper read past the handshake,
 /// then the socket itself. Writes go elsewhere (the client's single writer).
-struct SocketRead {
+struct SocketRead<'a> {
     conn: Rc<TcpStream>,
     pre: Bytes,
+    /// Bytes handed out so far.
+    delivered: &'a Cell<usize>,
+    /// Bytes of the frames the parser has returned or answered.
+    consumed: &'a Cell<usize>,
+    /// A fragmented message is being reassembled.
+    assembling: &'a Cell<bool>,
 }
 
-impl AsyncRead for SocketRead {
+/// The "nothing left to parse" signal from [`SocketRead`] to [`read_frames`].
+#[derive(Debug)]
+struct IdleSignal;
+
+impl std::fmt::Display for IdleSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("idle")
+    }
+}
+
+impl std::error::Error for IdleSignal {}
+
+fn is_idle(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<IdleSignal>())
+}
+
+impl AsyncRead for SocketRead<'_> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -254,12 +341,25 @@ impl AsyncRead for SocketRead {
             let n = self.pre.len().min(buf.remaining());
             buf.put_slice(&self.pre[..n]);
             self.pre.advance(n);
+            self.delivered.set(self.delivered.get() + n);
             return Poll::Ready(Ok(()));
+        }
+        // The parser wants more bytes, and every byte it got so far belongs to frames it
+        // has handled: its buffer is empty. Rather than wait (pinning that buffer), end
+        // the round; the caller drops the parser and waits for the socket itself.
+        if self.delivered.get() > 0
+            && self.consumed.get() == self.delivered.get()
+            && !self.assembling.get()
+        {
+            return Poll::Ready(Err(io::Error::other(IdleSignal)));
         }
         loop {
             ready!(self.conn.poll_read_ready(cx))?;
             match self.conn.try_read_buf(buf) {
-                Ok(_) => return Poll::Ready(Ok(())),
+                Ok(n) => {
+                    self.delivered.set(self.delivered.get() + n);
+                    return Poll::Ready(Ok(()));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -286,6 +386,15 @@ mod tests {
             End::Violation(1002, _)
         ));
         assert_eq!(end_for(WebSocketError::UnexpectedEOF), End::Gone);
+    }
+
+    #[test]
+    fn client_frame_lengths_follow_the_shortest_encoding() {
+        assert_eq!(client_frame_len(0), 6);
+        assert_eq!(client_frame_len(125), 131);
+        assert_eq!(client_frame_len(126), 134);
+        assert_eq!(client_frame_len(65535), 65543);
+        assert_eq!(client_frame_len(65536), 65550);
     }
 
     #[test]
