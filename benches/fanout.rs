@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hubcast::client::Client;
 use hubcast::fanout::{Outcome, fan_out};
@@ -26,6 +27,31 @@ use counting::{Counting, allocations};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// Allocations and deliveries over the measured fan-outs.
+#[derive(Default)]
+struct Tally {
+    allocs: u64,
+    deliveries: u64,
+}
+
+/// One measured fan-out of `frame` to `keys`; returns its duration.
+fn timed_fan_out(
+    reg: &mut Registry,
+    keys: &[u32],
+    frame: &Bytes,
+    out: &mut Outcome,
+    tally: &mut Tally,
+) -> Duration {
+    out.clear();
+    let before = allocations();
+    let t = Instant::now();
+    fan_out(reg, keys, frame, 1, usize::MAX, out);
+    let took = t.elapsed();
+    tally.allocs += allocations() - before;
+    tally.deliveries += out.deliveries;
+    took
+}
 
 fn queued(c: &mut Criterion) {
     const N: usize = 10_000;
@@ -46,8 +72,7 @@ fn queued(c: &mut Criterion) {
         usize::MAX,
         &mut out,
     );
-    let mut allocs = 0;
-    let mut deliveries = 0;
+    let mut tally = Tally::default();
     let mut g = c.benchmark_group("fanout_queued");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function(BenchmarkId::from_parameter(N), |b| {
@@ -57,27 +82,23 @@ fn queued(c: &mut Criterion) {
                 for (_, c) in reg.iter_mut() {
                     c.discard_queue();
                 }
-                out.clear();
-                let before = allocations();
-                let t = Instant::now();
-                fan_out(
+                total += timed_fan_out(
                     &mut reg,
                     snap.subscribers("t"),
                     &frame,
-                    1,
-                    usize::MAX,
                     &mut out,
+                    &mut tally,
                 );
-                total += t.elapsed();
-                allocs += allocations() - before;
-                deliveries += out.deliveries;
             }
             total
         })
     });
     g.finish();
-    println!("fanout_queued: {allocs} allocations over {deliveries} deliveries");
-    assert_eq!(allocs, 0, "fan-out must not allocate per recipient");
+    println!(
+        "fanout_queued: {} allocations over {} deliveries",
+        tally.allocs, tally.deliveries
+    );
+    assert_eq!(tally.allocs, 0, "fan-out must not allocate per recipient");
 }
 
 fn sockets(c: &mut Criterion) {
@@ -128,27 +149,20 @@ fn sockets(c: &mut Criterion) {
     });
     let frame = encode(Opcode::Text, &[b'x'; 64]);
     let mut out = Outcome::default();
-    let (mut allocs, mut deliveries, mut queued) = (0, 0, 0);
+    let (mut tally, mut queued) = (Tally::default(), 0);
     let mut g = c.benchmark_group("fanout_sockets");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function(BenchmarkId::from_parameter(N), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                out.clear();
-                let before = allocations();
-                let t = Instant::now();
-                fan_out(
+                total += timed_fan_out(
                     &mut reg,
                     snap.subscribers("t"),
                     &frame,
-                    1,
-                    usize::MAX,
                     &mut out,
+                    &mut tally,
                 );
-                total += t.elapsed();
-                allocs += allocations() - before;
-                deliveries += out.deliveries;
                 // Sockets that filled up keep a reference: drop it so every round starts equal.
                 queued += out.to_flush.len();
                 if !out.to_flush.is_empty() {
@@ -166,7 +180,8 @@ fn sockets(c: &mut Criterion) {
     stop.store(true, Ordering::Relaxed);
     let _ = drainer.join();
     println!(
-        "fanout_sockets: {allocs} allocations over {deliveries} deliveries ({queued} had to queue)"
+        "fanout_sockets: {} allocations over {} deliveries ({queued} had to queue)",
+        tally.allocs, tally.deliveries
     );
 }
 
