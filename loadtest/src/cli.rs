@@ -193,7 +193,7 @@ pub struct Args {
     #[arg(long, env = "HUBCAST_LT_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
 
-    /// No progress line on stderr.
+    /// No progress on stderr (default: bars on a terminal, a line every 5 s otherwise).
     #[arg(long, short, env = "HUBCAST_LT_QUIET", value_parser = BoolishValueParser::new())]
     pub quiet: bool,
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hubcast_loadtest::cli::Args;
-use hubcast_loadtest::run;
+use hubcast_loadtest::run::{self, ProgressMode};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match run::run(&cfg, !quiet) {
+    let report = match run::run_with_progress(&cfg, ProgressMode::detect(quiet, json)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -5,7 +5,8 @@
 //! distributing subscribers and publishers over threads, starting every step
 //! at one shared instant, sampling client and server CPU/memory at step
 //! boundaries, merging the threads' statistics after each drain, turning them
-//! into [`StepReport`]s and deciding pass/fail, plus the progress line.
+//! into [`StepReport`]s and deciding pass/fail, plus the progress display
+//! on stderr (`indicatif` bars on a terminal, plain lines otherwise).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{Config, Mode, PublishVia};
 use crate::pacing;
@@ -30,53 +32,128 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// Lead time between scheduling a step and its start, so all threads start together.
 const STEP_LEAD: Duration = Duration::from_millis(50);
 
-/// Stderr progress line (overwritten in place on a terminal).
+/// How often a plain progress line is printed (no terminal, or `--json`).
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// Cells of a progress bar (the drain's is half as wide); the message gets the rest.
+const BAR_WIDTH: u16 = 20;
+
+/// How progress is shown on stderr while a run is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Nothing.
+    Off,
+    /// One plain line every 5 s (logs, pipes, `--json`).
+    Lines,
+    /// `indicatif` bars redrawn in place (interactive terminal).
+    Bars,
+}
+
+impl ProgressMode {
+    /// `Off` when `quiet`; bars when stderr is a terminal and the output is the
+    /// human table; plain lines otherwise (stderr redirected, or `json`).
+    pub fn detect(quiet: bool, json: bool) -> Self {
+        if quiet {
+            Self::Off
+        } else if json || !std::io::stderr().is_terminal() {
+            Self::Lines
+        } else {
+            Self::Bars
+        }
+    }
+}
+
+/// Bar template: bold prefix, optional spinner, `width`-cell bar, then the
+/// message cut to the terminal's width.
+fn bar_template(width: u16, spinner: bool) -> String {
+    let spin = if spinner { "{spinner} " } else { "" };
+    format!("{{prefix:.bold}} {spin}[{{bar:{width}.cyan/blue}}] {{wide_msg}}")
+}
+
+fn bar_style(width: u16, spinner: bool) -> ProgressStyle {
+    ProgressStyle::with_template(&bar_template(width, spinner))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// The progress display of one phase at a time (connecting, idle hold, a step's
+/// sending window, its drain). Updated only from the coordinator's periodic
+/// tick (about every 100 ms), never from the I/O threads.
 struct Progress {
-    enabled: bool,
-    tty: bool,
+    mode: ProgressMode,
+    /// The current phase's bar (`Bars` mode only).
+    bar: Option<ProgressBar>,
+    /// The current phase's label (`Lines` mode).
+    prefix: String,
+    /// When the last plain line was printed.
     last: Instant,
-    every: Duration,
-    dirty: bool,
 }
 
 impl Progress {
-    fn new(enabled: bool) -> Self {
-        let tty = std::io::stderr().is_terminal();
+    fn new(mode: ProgressMode) -> Self {
         Self {
-            enabled,
-            tty,
+            mode,
+            bar: None,
+            prefix: String::new(),
             last: Instant::now() - Duration::from_secs(60),
-            every: if tty {
-                Duration::from_millis(500)
-            } else {
-                Duration::from_secs(5)
-            },
-            dirty: false,
         }
     }
 
-    fn show(&mut self, line: impl FnOnce() -> String) {
-        if !self.enabled || self.last.elapsed() < self.every {
-            return;
+    /// Starts a phase labelled `prefix` whose position runs from 0 to `len`,
+    /// drawn as a `width`-cell bar (with a spinner in front if `spinner`).
+    fn begin(&mut self, prefix: String, len: u64, width: u16, spinner: bool) {
+        self.done();
+        if self.mode == ProgressMode::Bars {
+            let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+                .with_style(bar_style(width, spinner))
+                .with_prefix(prefix.clone());
+            bar.tick();
+            self.bar = Some(bar);
         }
-        self.last = Instant::now();
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[K{}", line());
-            self.dirty = true;
-        } else {
-            let _ = writeln!(err, "{}", line());
-        }
-        let _ = err.flush();
+        self.prefix = prefix;
     }
 
+    /// Moves the bar to `pos` with the message `msg()`; in `Lines` mode prints
+    /// `prefix: msg` if the last line is at least [`LINE_EVERY`] old.
+    fn show(&mut self, pos: u64, msg: impl FnOnce() -> String) {
+        match self.mode {
+            ProgressMode::Off => {}
+            ProgressMode::Bars => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(pos);
+                    bar.set_message(msg());
+                }
+            }
+            ProgressMode::Lines => {
+                if self.last.elapsed() >= LINE_EVERY {
+                    self.last = Instant::now();
+                    let mut err = std::io::stderr().lock();
+                    let _ = writeln!(err, "{}: {}", self.prefix, msg());
+                    let _ = err.flush();
+                }
+            }
+        }
+    }
+
+    /// Ends the phase: clears its bar; the next phase's first line prints at once.
     fn done(&mut self) {
-        if self.dirty {
-            let _ = write!(std::io::stderr(), "\r\x1b[K");
-            self.dirty = false;
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
         self.last = Instant::now() - Duration::from_secs(60);
     }
+}
+
+impl Drop for Progress {
+    /// Clears a bar left by a run that ended in an error.
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+/// Milliseconds in `d`, for bar positions.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 struct Fleet {
@@ -169,9 +246,20 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Runs the load test described by `cfg`. `show_progress` enables the stderr line.
+/// Runs the load test described by `cfg`. `show_progress` enables progress on
+/// stderr: bars on a terminal, a plain line every 5 s otherwise.
 pub fn run(cfg: &Config, show_progress: bool) -> Result<Report> {
-    let mut progress = Progress::new(show_progress);
+    let mode = if show_progress {
+        ProgressMode::detect(false, false)
+    } else {
+        ProgressMode::Off
+    };
+    run_with_progress(cfg, mode)
+}
+
+/// Runs the load test described by `cfg`, showing progress on stderr as `mode` says.
+pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
+    let mut progress = Progress::new(mode);
     let (nofile, _hard) = procfs::raise_nofile_limit()?;
     let ws_pubs = match (&cfg.mode, &cfg.publish) {
         (Mode::Steps(_), PublishVia::WebSocket(_)) => cfg.pubs,
@@ -218,6 +306,7 @@ pub fn run(cfg: &Config, show_progress: bool) -> Result<Report> {
         cfg.connect_concurrency.div_ceil(threads)
     };
     let subs_total = cfg.subs;
+    progress.begin("connecting".into(), subs_total as u64, BAR_WIDTH, false);
     let tallies = fleet.ask(
         |i, reply| {
             Some(Cmd::ConnectSubs {
@@ -228,13 +317,13 @@ pub fn run(cfg: &Config, show_progress: bool) -> Result<Report> {
             })
         },
         |f| {
-            progress.show(|| {
+            let up = f.sum(|l| &l.subs_connected);
+            progress.show(up, || {
+                let e = connect_start.elapsed().as_secs_f64();
                 format!(
-                    "connecting: {}/{} up, {} failed, {:.1} s",
-                    f.sum(|l| &l.subs_connected),
-                    subs_total,
+                    "{up}/{subs_total} up, {:.0}/s, {} failed, {e:.1} s",
+                    up as f64 / e.max(1e-9),
                     f.sum(|l| &l.subs_failed),
-                    connect_start.elapsed().as_secs_f64()
                 )
             })
         },
@@ -296,11 +385,12 @@ pub fn run(cfg: &Config, show_progress: bool) -> Result<Report> {
     match &cfg.mode {
         Mode::Idle(hold) => {
             let hold = *hold;
+            progress.begin("idle".into(), ms(hold), BAR_WIDTH, false);
             fleet.sleep(hold, |f, e| {
                 let _ = server.sample();
-                progress.show(|| {
+                progress.show(ms(e), || {
                     format!(
-                        "idle {:.0}/{:.0} s: {} subscribers held, {} disconnects",
+                        "{:.0}/{:.0} s, {} subscribers held, {} disconnects",
                         e.as_secs_f64(),
                         hold.as_secs_f64(),
                         f.sum(|l| &l.subs_connected),
@@ -496,7 +586,9 @@ fn run_step(
     let srv0 = server.sample()?;
     let start = Instant::now() + STEP_LEAD;
     let start_ns = ns_since(epoch, start);
+    let label = format!("step {}/{} @ {}/s", k + 1, n_steps, rate);
 
+    progress.begin(label.clone(), ms(window), BAR_WIDTH, false);
     let sends: Vec<StepSend> = fleet.ask(
         |i, reply| {
             let totals: Vec<(u16, u64)> = shares
@@ -514,15 +606,13 @@ fn run_step(
             })
         },
         |f| {
-            progress.show(|| {
-                let e = start.elapsed().as_secs_f64().max(1e-9);
+            let elapsed = start.elapsed();
+            progress.show(ms(elapsed.min(window)), || {
+                let e = elapsed.as_secs_f64().max(1e-9);
                 let sent = f.sum(|l| &l.sent) - sent_before;
                 let recv = f.sum(|l| &l.received) - recv_before;
                 format!(
-                    "step {}/{} @ {}/s: {:.1}/{:.0} s  sent {} ({:.0}/s)  received {} ({:.0}/s)  subs {}  disconnects {}",
-                    k + 1,
-                    n_steps,
-                    rate,
+                    "{:.1}/{:.0} s  sent {} ({:.0}/s)  received {} ({:.0}/s)  subs {}  disconnects {}",
                     e.min(window.as_secs_f64()),
                     window.as_secs_f64(),
                     sent,
@@ -542,13 +632,11 @@ fn run_step(
     let m1 = procfs::machine_cpu();
     let srv1 = server.sample()?;
 
+    progress.begin(label, ms(cfg.drain), BAR_WIDTH / 2, true);
     fleet.sleep(cfg.drain, |f, e| {
-        progress.show(|| {
+        progress.show(ms(e), || {
             format!(
-                "step {}/{} @ {}/s: draining {:.1}/{:.1} s  received {}",
-                k + 1,
-                n_steps,
-                rate,
+                "draining {:.1}/{:.1} s  received {}",
                 e.as_secs_f64(),
                 cfg.drain.as_secs_f64(),
                 f.sum(|l| &l.received) - recv_before
@@ -740,4 +828,37 @@ fn run_step(
 /// Runs and returns the report, with context on failure (library entry point).
 pub fn run_config(cfg: &Config) -> Result<Report> {
     run(cfg, false).context("load test failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_templates_parse() {
+        for spinner in [false, true] {
+            let t = bar_template(12, spinner);
+            assert!(ProgressStyle::with_template(&t).is_ok(), "{t}");
+        }
+        assert_eq!(
+            bar_template(30, true),
+            "{prefix:.bold} {spinner} [{bar:30.cyan/blue}] {wide_msg}"
+        );
+    }
+
+    #[test]
+    fn quiet_means_off() {
+        assert_eq!(ProgressMode::detect(true, false), ProgressMode::Off);
+        assert_eq!(ProgressMode::detect(true, true), ProgressMode::Off);
+        assert_eq!(ProgressMode::detect(false, true), ProgressMode::Lines);
+    }
+
+    #[test]
+    fn off_progress_prints_nothing_and_keeps_no_bar() {
+        let mut p = Progress::new(ProgressMode::Off);
+        p.begin("x".into(), 10, 10, false);
+        assert!(p.bar.is_none());
+        p.show(5, || unreachable!("message built while off"));
+        p.done();
+    }
 }
