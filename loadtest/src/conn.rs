@@ -143,6 +143,16 @@ impl Conn {
         o.buf.len() - o.pos
     }
 
+    /// Waits until the socket is readable — or writable, while output is pending.
+    pub async fn ready(&self) -> io::Result<tokio::io::Ready> {
+        let interest = if self.pending() > 0 {
+            tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
+        } else {
+            tokio::io::Interest::READABLE
+        };
+        self.stream.ready(interest).await
+    }
+
     /// Appends to the output buffer (whole frames only, so writers never interleave).
     pub fn with_out<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         f(&mut self.out.borrow_mut().buf)

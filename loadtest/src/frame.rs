@@ -264,25 +264,27 @@ impl MaskRng {
     }
 }
 
+/// An unmasked (server) frame, for tests of the parsers.
+#[cfg(test)]
+pub(crate) fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![(u8::from(fin) << 7) | opcode];
+    let n = payload.len();
+    if n < 126 {
+        v.push(n as u8);
+    } else if n <= 0xFFFF {
+        v.push(126);
+        v.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        v.push(127);
+        v.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    v.extend_from_slice(payload);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![(u8::from(fin) << 7) | opcode];
-        let n = payload.len();
-        if n < 126 {
-            v.push(n as u8);
-        } else if n <= 0xFFFF {
-            v.push(126);
-            v.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            v.push(127);
-            v.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-        v.extend_from_slice(payload);
-        v
-    }
 
     #[test]
     fn parses_many_frames_from_one_buffer() {

@@ -194,21 +194,7 @@ mod tests {
     use super::*;
     use crate::frame::{OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, apply_mask};
 
-    fn sframe(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![(u8::from(fin) << 7) | op];
-        let n = payload.len();
-        if n < 126 {
-            v.push(n as u8);
-        } else if n <= 0xFFFF {
-            v.push(126);
-            v.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            v.push(127);
-            v.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-        v.extend_from_slice(payload);
-        v
-    }
+    use crate::frame::server_frame as sframe;
 
     /// Decodes client frames (masked, short) written to `out`.
     fn client_frames(mut out: &[u8]) -> Vec<(u8, Vec<u8>)> {

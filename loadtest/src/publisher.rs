@@ -18,8 +18,6 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::Interest;
-
 use crate::cli::PublishVia;
 use crate::conn::{self, Conn, OUT_HIGH_WATER};
 use crate::frame::{self, MaskRng};
@@ -390,12 +388,7 @@ async fn http_session(
 async fn http_reader(ctx: &ThreadCtx, p: &Publisher, conn: &Conn) -> Option<End> {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        let interest = if conn.pending() > 0 {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        let ready = match conn.stream.ready(interest).await {
+        let ready = match conn.ready().await {
             Ok(r) => r,
             Err(e) => return Some(End::Error(e.to_string())),
         };

@@ -115,12 +115,7 @@ pub async fn read_loop(
         }
     }
     loop {
-        let interest = if conn.pending() > 0 {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        let ready = match conn.stream.ready(interest).await {
+        let ready = match conn.ready().await {
             Ok(r) => r,
             Err(e) => return End::Error(e.to_string()),
         };
@@ -275,12 +270,7 @@ fn handle(
 async fn finish_close(ctx: &ThreadCtx, conn: &Conn, code: u16) -> End {
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         loop {
-            let interest = if conn.pending() > 0 {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let Ok(ready) = conn.stream.ready(interest).await else {
+            let Ok(ready) = conn.ready().await else {
                 return;
             };
             if ready.is_writable() && conn.flush().is_err() {
