@@ -46,6 +46,15 @@ pub enum Delivery {
     Skipped,
 }
 
+/// The control frames a client's writer sends besides broadcasts and the close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Our keep-alive ping.
+    Ping,
+    /// The answer to a client's ping.
+    Pong,
+}
+
 /// Outcome of a flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
@@ -67,6 +76,9 @@ pub struct Client {
     queued: usize,
     /// Whether the front of the queue is the rest of a partially written frame.
     front_partial: bool,
+    /// Whether the back of the queue is a pong nobody has started writing: a newer pong
+    /// replaces it (RFC 6455 §5.5.3 allows answering only the latest ping).
+    tail_pong: bool,
     pub(crate) state: State,
     /// Last time any frame came from the client (pong or data).
     pub(crate) last_seen: Instant,
@@ -89,6 +101,7 @@ impl Client {
             queue: VecDeque::new(),
             queued: 0,
             front_partial: false,
+            tail_pong: false,
             state: State::Open,
             last_seen: Instant::now(),
             flushing: false,
@@ -130,10 +143,35 @@ impl Client {
         }
     }
 
-    /// Sends a control frame (ping, pong, close echo) regardless of budget.
-    /// Returns `Ok(true)` when written in full, `Ok(false)` when queued.
-    pub fn send_control(&mut self, frame: &Bytes) -> io::Result<bool> {
-        self.write_or_queue(frame)
+    /// Sends a ping or pong frame between whole frames. Control frames count against
+    /// the same `budget` as broadcasts — a client that pings but never reads would
+    /// otherwise grow its queue by one pong per ping — and a pong still waiting at the
+    /// back of the queue is replaced by the newer one rather than queued behind it.
+    /// Nothing goes out after our close frame.
+    pub fn send_control(&mut self, frame: &Bytes, kind: Control, budget: usize) -> Delivery {
+        if self.close_sent {
+            return Delivery::Skipped;
+        }
+        let replaceable = self.tail_pong && !(self.front_partial && self.queue.len() == 1);
+        if kind == Control::Pong && replaceable {
+            if let Some(tail) = self.queue.back_mut() {
+                self.queued = self.queued - tail.len() + frame.len();
+                *tail = frame.clone();
+                return Delivery::Queued;
+            }
+        }
+        match self.write_or_queue(frame) {
+            Ok(true) => Delivery::Sent,
+            Ok(false) => {
+                self.tail_pong = kind == Control::Pong;
+                if self.queued > budget {
+                    Delivery::OverBudget
+                } else {
+                    Delivery::Queued
+                }
+            }
+            Err(_) => Delivery::Failed,
+        }
     }
 
     /// Starts the closing handshake with an encoded close frame. With `discard`, what is
@@ -177,6 +215,7 @@ impl Client {
     }
 
     fn push(&mut self, b: Bytes) {
+        self.tail_pong = false;
         self.queued += b.len();
         self.queue.push_back(b);
     }
@@ -224,6 +263,9 @@ impl Client {
                 written -= front.len();
                 self.queue.pop_front();
                 self.front_partial = false;
+                if self.queue.is_empty() {
+                    self.tail_pong = false;
+                }
             } else {
                 front.advance(written);
                 self.front_partial = true;
@@ -242,6 +284,7 @@ impl Client {
 
     /// Drops everything queued (benchmarks reset clients between rounds with it).
     pub fn discard_queue(&mut self) {
+        self.tail_pong = false;
         self.queue.clear();
         self.queued = 0;
         self.front_partial = false;
@@ -295,6 +338,71 @@ mod tests {
             "second close is not queued"
         );
         assert_eq!(c.queue.len(), 2);
+    }
+
+    #[test]
+    fn pongs_coalesce_and_count_against_the_budget() {
+        let mut c = Client::new(1, Box::new([]));
+        let pong = |b: u8| encode(Opcode::Pong, &[b; 125]);
+        assert_eq!(
+            c.send_control(&pong(1), Control::Pong, 1024),
+            Delivery::Queued
+        );
+        for b in 2..=200 {
+            assert_eq!(
+                c.send_control(&pong(b), Control::Pong, 1024),
+                Delivery::Queued
+            );
+        }
+        assert_eq!(c.queue.len(), 1, "a million pings cost one queued pong");
+        assert_eq!(c.queue[0], pong(200), "the latest pong is the one kept");
+        assert_eq!(c.queued_bytes(), pong(200).len());
+        // Behind a broadcast the pong cannot be replaced in place; it is queued and
+        // counted, and crossing the budget makes the client a slow consumer.
+        let data = encode(Opcode::Text, &[b'x'; 900]);
+        assert_eq!(c.deliver(&data, 1024), Delivery::OverBudget);
+        assert_eq!(
+            c.send_control(&pong(7), Control::Pong, 1024),
+            Delivery::OverBudget
+        );
+        assert_eq!(
+            c.send_control(&pong(8), Control::Pong, 1024),
+            Delivery::Queued
+        );
+        assert_eq!(c.queue.len(), 3);
+        // A ping is never merged into a pong.
+        let ping = encode(Opcode::Ping, b"");
+        c.send_control(&ping, Control::Ping, usize::MAX);
+        c.send_control(&pong(9), Control::Pong, usize::MAX);
+        assert_eq!(c.queue.len(), 5);
+    }
+
+    #[test]
+    fn a_half_written_pong_is_not_replaced() {
+        let mut c = Client::new(1, Box::new([]));
+        let pong = encode(Opcode::Pong, &[1; 100]);
+        c.send_control(&pong, Control::Pong, usize::MAX);
+        c.consume(10);
+        c.send_control(&encode(Opcode::Pong, &[2; 100]), Control::Pong, usize::MAX);
+        assert_eq!(
+            c.queue.len(),
+            2,
+            "the rest of the first pong, then the new one"
+        );
+        assert_eq!(c.queued_bytes(), pong.len() - 10 + pong.len());
+    }
+
+    #[test]
+    fn nothing_goes_out_after_the_close_frame() {
+        let mut c = Client::new(1, Box::new([]));
+        c.start_close(&encode_close(1000, ""), false)
+            .expect("queued");
+        let pong = encode(Opcode::Pong, b"late");
+        assert_eq!(
+            c.send_control(&pong, Control::Pong, usize::MAX),
+            Delivery::Skipped
+        );
+        assert_eq!(c.queue.len(), 1);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Time a new TCP connection has to send its complete HTTP request headers.
     pub handshake_timeout: Duration,
+    /// Time a request body (`POST /publish`) has to arrive in full, counted from the end
+    /// of its headers; a slower body gets `408 Request Timeout`.
+    pub body_timeout: Duration,
     /// Bytes that may be queued for one client before it is closed as a slow consumer.
     pub client_buffer: usize,
     /// Close code sent to a slow consumer: 1008 (policy) or 1013 (try again later).
@@ -102,6 +105,7 @@ impl Default for Config {
             allow_origins: Vec::new(),
             max_connections: 100_000,
             handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             client_buffer: 4 << 20,
             slow_consumer_code: SLOW_CONSUMER_CLOSE,
             max_message_size: 1 << 20,
@@ -126,6 +130,7 @@ impl fmt::Debug for Config {
             .field("allow_origins", &self.allow_origins)
             .field("max_connections", &self.max_connections)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("body_timeout", &self.body_timeout)
             .field("client_buffer", &self.client_buffer)
             .field("slow_consumer_code", &self.slow_consumer_code)
             .field("max_message_size", &self.max_message_size)
@@ -175,8 +180,8 @@ impl Config {
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return bad("ping interval and pong timeout must be positive".into());
         }
-        if self.handshake_timeout.is_zero() {
-            return bad("handshake timeout must be positive".into());
+        if self.handshake_timeout.is_zero() || self.body_timeout.is_zero() {
+            return bad("handshake and body timeouts must be positive".into());
         }
         if let Some(t) = &self.publish_token {
             if t.is_empty() {

@@ -148,15 +148,36 @@ async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
         .get(CONTENT_TYPE)
         .is_some_and(|v| is_octet_stream(v.as_bytes()));
     let limit = cfg.max_message_size;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    // A body trickling in a byte at a time would hold the connection (and its buffer)
+    // open forever: the whole body gets one deadline.
+    let collected = tokio::time::timeout(
+        cfg.body_timeout,
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await;
+    let body = match collected {
+        Err(_) => {
+            let mut r = json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "request body not received within {} s",
+                    cfg.body_timeout.as_secs_f64()
+                ),
+            );
+            r.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("message exceeds {limit} bytes"),
             );
         }
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "could not read the request body"),
+        Ok(Err(_)) => {
+            return json_error(StatusCode::BAD_REQUEST, "could not read the request body");
+        }
     };
     let opcode = if binary { Opcode::Binary } else { Opcode::Text };
     if !binary && simdutf8::basic::from_utf8(&body).is_err() {

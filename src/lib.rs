@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+mod bounds;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -18,11 +18,12 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use fastwebsockets::{OpCode, Role, WebSocketError};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::bounds::{BoundsError, Broken, FrameBounds};
 use crate::error::PublishError;
 use crate::frame::{self, Opcode};
 use crate::registry::ClientRef;
@@ -130,33 +131,19 @@ async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes
     false
 }
 
-/// Bytes a client frame with a payload of `len` bytes takes on the wire (masked, with
-/// the shortest length encoding, as RFC 6455 requires).
-fn client_frame_len(len: usize) -> usize {
-    let ext = if len < 126 {
-        0
-    } else if len <= usize::from(u16::MAX) {
-        2
-    } else {
-        8
-    };
-    2 + ext + 4 + len
-}
-
 async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pre: Bytes) -> End {
     let cfg = &shard.hub.inner.config;
     let max = cfg.max_message_size;
-    // Bytes handed to the parser, and bytes of the frames it returned (or answered):
-    // when they match and no message is half reassembled, its buffer holds nothing.
-    let delivered = Cell::new(0usize);
-    let consumed = Cell::new(0usize);
+    // Set while a fragmented message is half reassembled (its parts live in `partial`,
+    // which this round owns): the round must not end then.
     let assembling = Cell::new(false);
     let (mut ws, _) = fastwebsockets::after_handshake_split(
         SocketRead {
             conn: conn.clone(),
             pre,
-            delivered: &delivered,
-            consumed: &consumed,
+            bounds: FrameBounds::default(),
+            fed_any: false,
+            broken: None,
             assembling: &assembling,
         },
         tokio::io::sink(),
@@ -170,9 +157,8 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
         // fastwebsockets answers a client's ping here and never returns it, so this is
         // also where a pinging client shows it is alive.
         if f.opcode == OpCode::Pong {
-            consumed.set(consumed.get() + client_frame_len(f.payload.len()));
             shard.touch(who);
-            shard.send_control(who, &frame::encode(Opcode::Pong, &f.payload));
+            shard.send_pong(who, &frame::encode(Opcode::Pong, &f.payload));
         }
         std::future::ready(Ok::<(), Infallible>(()))
     };
@@ -180,10 +166,15 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
         assembling.set(partial.is_some());
         let f = match ws.read_frame(&mut obligated).await {
             Ok(f) => f,
-            Err(WebSocketError::IoError(e)) if is_idle(&e) => return End::Idle,
+            Err(WebSocketError::IoError(e)) if is_signal(&e, Signal::Idle) => return End::Idle,
+            Err(WebSocketError::IoError(e)) if is_signal(&e, Signal::Unmasked) => {
+                return End::Violation(1002, "client frames must be masked");
+            }
+            Err(WebSocketError::IoError(e)) if is_signal(&e, Signal::ControlTooLong) => {
+                return End::Violation(1002, "control frames carry at most 125 bytes");
+            }
             Err(e) => return end_for(e),
         };
-        consumed.set(consumed.get() + client_frame_len(f.payload.len()));
         shard.touch(who);
         let opcode = match f.opcode {
             OpCode::Close => {
@@ -304,31 +295,68 @@ async fn discard_input(conn: &TcpStream) {
 
 /// The read side of a shared socket: first the bytes hyper read past the handshake,
 /// then the socket itself. Writes go elsewhere (the client's single writer).
+///
+/// Every byte passes through [`FrameBounds`] on its way to the parser, which gives two
+/// things: the exact moment the parser holds nothing unhandled (the round can end and the
+/// parser be dropped), and the unmasked frame the parser would let through — bytes from
+/// it on are never handed over, and the next read reports it.
 struct SocketRead<'a> {
     conn: Rc<TcpStream>,
     pre: Bytes,
-    /// Bytes handed out so far.
-    delivered: &'a Cell<usize>,
-    /// Bytes of the frames the parser has returned or answered.
-    consumed: &'a Cell<usize>,
+    bounds: FrameBounds,
+    /// Some bytes have been handed to the parser this round.
+    fed_any: bool,
+    /// A frame that must not be parsed follows the bytes handed over.
+    broken: Option<Signal>,
     /// A fragmented message is being reassembled.
     assembling: &'a Cell<bool>,
 }
 
-/// The "nothing left to parse" signal from [`SocketRead`] to [`read_frames`].
-#[derive(Debug)]
-struct IdleSignal;
-
-impl std::fmt::Display for IdleSignal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("idle")
+impl SocketRead<'_> {
+    /// Follows `chunk` through the frame bounds; returns how many of its bytes may go to
+    /// the parser (all of them, unless an unmasked frame starts inside).
+    fn admit(&mut self, chunk: &[u8]) -> usize {
+        match self.bounds.feed(chunk) {
+            Ok(()) => chunk.len(),
+            Err(BoundsError { at, kind }) => {
+                self.broken = Some(match kind {
+                    Broken::Unmasked => Signal::Unmasked,
+                    Broken::ControlTooLong => Signal::ControlTooLong,
+                });
+                at
+            }
+        }
     }
 }
 
-impl std::error::Error for IdleSignal {}
+/// Signals from [`SocketRead`] to [`read_frames`], carried as I/O errors through the
+/// parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// Nothing left to parse: the round can end.
+    Idle,
+    /// The next frame is not masked.
+    Unmasked,
+    /// The next frame is a control frame over 125 bytes.
+    ControlTooLong,
+}
 
-fn is_idle(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<IdleSignal>())
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Idle => "idle",
+            Signal::Unmasked => "unmasked client frame",
+            Signal::ControlTooLong => "control frame over 125 bytes",
+        })
+    }
+}
+
+impl std::error::Error for Signal {}
+
+fn is_signal(e: &io::Error, signal: Signal) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Signal>())
+        .is_some_and(|s| *s == signal)
 }
 
 impl AsyncRead for SocketRead<'_> {
@@ -337,27 +365,39 @@ impl AsyncRead for SocketRead<'_> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(buf.remaining());
-            buf.put_slice(&self.pre[..n]);
-            self.pre.advance(n);
-            self.delivered.set(self.delivered.get() + n);
+        let this = &mut *self;
+        if let Some(signal) = this.broken {
+            return Poll::Ready(Err(io::Error::other(signal)));
+        }
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            let pre = this.pre.split_to(n);
+            let good = this.admit(&pre);
+            if let (0, Some(signal)) = (good, this.broken) {
+                return Poll::Ready(Err(io::Error::other(signal)));
+            }
+            buf.put_slice(&pre[..good]);
+            this.fed_any = true;
             return Poll::Ready(Ok(()));
         }
-        // The parser wants more bytes, and every byte it got so far belongs to frames it
-        // has handled: its buffer is empty. Rather than wait (pinning that buffer), end
-        // the round; the caller drops the parser and waits for the socket itself.
-        if self.delivered.get() > 0
-            && self.consumed.get() == self.delivered.get()
-            && !self.assembling.get()
-        {
-            return Poll::Ready(Err(io::Error::other(IdleSignal)));
+        // The parser wants more bytes, and every byte it got so far belongs to complete
+        // frames it has handled: its buffer is empty. Rather than wait (pinning that
+        // buffer), end the round; the caller drops the parser and waits for the socket.
+        if this.fed_any && this.bounds.at_boundary() && !this.assembling.get() {
+            return Poll::Ready(Err(io::Error::other(Signal::Idle)));
         }
         loop {
-            ready!(self.conn.poll_read_ready(cx))?;
-            match self.conn.try_read_buf(buf) {
-                Ok(n) => {
-                    self.delivered.set(self.delivered.get() + n);
+            ready!(this.conn.poll_read_ready(cx))?;
+            let before = buf.filled().len();
+            match this.conn.try_read_buf(buf) {
+                Ok(0) => return Poll::Ready(Ok(())),
+                Ok(_) => {
+                    let good = this.admit(&buf.filled()[before..]);
+                    buf.set_filled(before + good);
+                    if let (0, Some(signal)) = (good, this.broken) {
+                        return Poll::Ready(Err(io::Error::other(signal)));
+                    }
+                    this.fed_any = true;
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -386,15 +426,6 @@ mod tests {
             End::Violation(1002, _)
         ));
         assert_eq!(end_for(WebSocketError::UnexpectedEOF), End::Gone);
-    }
-
-    #[test]
-    fn client_frame_lengths_follow_the_shortest_encoding() {
-        assert_eq!(client_frame_len(0), 6);
-        assert_eq!(client_frame_len(125), 131);
-        assert_eq!(client_frame_len(126), 134);
-        assert_eq!(client_frame_len(65535), 65543);
-        assert_eq!(client_frame_len(65536), 65550);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::client::{Client, Flushed, State};
+use crate::client::{Client, Control, Delivery, Flushed, State};
 use crate::fanout::{Outcome, Published, fan_out_batch};
 use crate::frame::{self, Opcode};
 use crate::hub::Hub;
@@ -258,20 +258,8 @@ impl Shard {
         for &who in &outcome.to_flush {
             self.spawn_flusher(who);
         }
-        if !outcome.over_budget.is_empty() {
-            let close = frame::encode_close(
-                self.hub.inner.config.slow_consumer_code,
-                "slow consumer: too far behind",
-            );
-            for &who in &outcome.over_budget {
-                m.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    client = who.id,
-                    shard = self.handle.index,
-                    "closing slow consumer"
-                );
-                self.close_client(who, &close, true);
-            }
+        for &who in &outcome.over_budget {
+            self.close_slow_consumer(who);
         }
         for &who in &outcome.failed {
             self.remove(who);
@@ -353,24 +341,45 @@ impl Shard {
         }
     }
 
-    /// Sends a control frame (pong) to a client through its single writer.
-    pub(crate) fn send_control(self: &Rc<Self>, who: ClientRef, frame: &Bytes) {
+    /// Answers a client's ping through its single writer. The pong counts against the
+    /// client's budget like any frame: one that pings but never reads is a slow consumer.
+    pub(crate) fn send_pong(self: &Rc<Self>, who: ClientRef, pong: &Bytes) {
+        let budget = self.hub.inner.config.client_buffer;
         let mut reg = self.registry.borrow_mut();
         let Some(c) = reg.get_mut(who) else { return };
-        match c.send_control(frame) {
-            Ok(true) => {}
-            Ok(false) => {
+        match c.send_control(pong, Control::Pong, budget) {
+            Delivery::Sent | Delivery::Skipped => {}
+            Delivery::Queued => {
                 let flush = c.needs_flusher();
                 drop(reg);
                 if flush {
                     self.spawn_flusher(who);
                 }
             }
-            Err(_) => {
+            Delivery::OverBudget => {
+                drop(reg);
+                self.close_slow_consumer(who);
+            }
+            Delivery::Failed => {
                 drop(reg);
                 self.remove(who);
             }
         }
+    }
+
+    /// Closes a client whose queue went over its budget: counted, logged, queue freed.
+    fn close_slow_consumer(self: &Rc<Self>, who: ClientRef) {
+        let cfg = &self.hub.inner.config;
+        self.metrics()
+            .slow_consumer_closes
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(
+            client = who.id,
+            shard = self.handle.index,
+            "closing slow consumer"
+        );
+        let close = frame::encode_close(cfg.slow_consumer_code, "slow consumer: too far behind");
+        self.close_client(who, &close, true);
     }
 
     /// Starts a close handshake with `close` (an encoded close frame). With `discard`
@@ -482,7 +491,9 @@ impl Shard {
         let cfg = &self.hub.inner.config;
         let now = Instant::now();
         let silent_limit = cfg.ping_interval + cfg.pong_timeout;
+        let budget = cfg.client_buffer;
         let (mut flush, mut silent, mut expired) = (Vec::new(), Vec::new(), Vec::new());
+        let mut slow = Vec::new();
         {
             let mut reg = self.registry.borrow_mut();
             for (who, c) in reg.iter_mut() {
@@ -496,20 +507,24 @@ impl Shard {
                     State::Open if now.duration_since(c.last_seen) > silent_limit => {
                         silent.push(who)
                     }
-                    State::Open => match c.send_control(&self.ping) {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    State::Open => match c.send_control(&self.ping, Control::Ping, budget) {
+                        Delivery::Sent | Delivery::Skipped => {}
+                        Delivery::Queued => {
                             if c.needs_flusher() {
                                 flush.push(who);
                             }
                         }
-                        Err(_) => expired.push(who),
+                        Delivery::OverBudget => slow.push(who),
+                        Delivery::Failed => expired.push(who),
                     },
                 }
             }
         }
         for who in flush {
             self.spawn_flusher(who);
+        }
+        for who in slow {
+            self.close_slow_consumer(who);
         }
         if !silent.is_empty() {
             let close = frame::encode_close(1008, "ping timeout");

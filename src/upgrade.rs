@@ -90,12 +90,10 @@ pub(crate) fn admit<B>(
         debug!(?peer, %status, reason, "upgrade refused");
         Err(error(status, reason))
     };
-    if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        return refuse(
-            Rejection::BadRequest,
-            StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade request",
-        );
+    if let Err(resp) = check_handshake(req) {
+        m.reject(Rejection::BadRequest);
+        debug!(?peer, status = %resp.status(), "upgrade refused: bad handshake");
+        return Err(resp);
     }
     if hub.is_shutting_down() {
         return refuse(
@@ -136,8 +134,55 @@ pub(crate) fn admit<B>(
     Ok(topics)
 }
 
-/// The `101` response (checks `Sec-WebSocket-Key` and version). The caller must have
-/// taken the request's `OnUpgrade` already.
+/// Whether `req` is a WebSocket opening handshake this server can honour (RFC 6455
+/// §4.2.1): a `GET` over HTTP/1.1 with `Connection: Upgrade`, `Upgrade: websocket`,
+/// exactly one `Sec-WebSocket-Key` that is the base64 of 16 bytes, and
+/// `Sec-WebSocket-Version: 13`. Anything else is a 400 *before* any `101`: hyper cannot
+/// hand over an HTTP/1.0 connection, so a `101` there would be a promise broken at once.
+pub(crate) fn check_handshake<B>(req: &Request<B>) -> Result<(), Response<Full<Bytes>>> {
+    let bad = |reason: &str| Err(error(StatusCode::BAD_REQUEST, reason));
+    if req.method() != hyper::Method::GET {
+        return bad("a WebSocket handshake must be a GET request");
+    }
+    if req.version() != hyper::Version::HTTP_11 {
+        return bad("a WebSocket handshake needs HTTP/1.1");
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return bad("expected a WebSocket upgrade request");
+    }
+    let headers = req.headers();
+    let mut versions = headers.get_all("sec-websocket-version").iter();
+    if versions.next().map(HeaderValue::as_bytes) != Some(b"13") || versions.next().is_some() {
+        // RFC 6455 §4.4: tell the client which version we speak.
+        let mut r = error(
+            StatusCode::BAD_REQUEST,
+            "unsupported Sec-WebSocket-Version (this server speaks 13)",
+        );
+        r.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        return Err(r);
+    }
+    let mut keys = headers.get_all("sec-websocket-key").iter();
+    let key_ok = match (keys.next(), keys.next()) {
+        (Some(key), None) => is_valid_key(key.as_bytes()),
+        _ => false,
+    };
+    if !key_ok {
+        return bad("Sec-WebSocket-Key must be the base64 of 16 bytes");
+    }
+    Ok(())
+}
+
+/// A `Sec-WebSocket-Key` is a nonce of 16 bytes in base64: 24 characters with padding.
+fn is_valid_key(key: &[u8]) -> bool {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .is_ok_and(|nonce| nonce.len() == 16)
+}
+
+/// The `101` response. The request must have passed [`check_handshake`] (through
+/// [`admit`]), and the caller must have taken the request's `OnUpgrade` already.
 pub(crate) fn accept_response<B>(
     req: &mut Request<B>,
 ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
@@ -192,6 +237,52 @@ pub(crate) fn on_shard<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn handshake(version: hyper::Version, extra: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::get("/ws")
+            .version(version)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket");
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request")
+    }
+
+    const KEY: (&str, &str) = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    const V13: (&str, &str) = ("sec-websocket-version", "13");
+
+    #[test]
+    fn handshake_rules_of_rfc_6455() {
+        let v11 = hyper::Version::HTTP_11;
+        assert!(check_handshake(&handshake(v11, &[KEY, V13])).is_ok());
+        let refused = |req: Request<()>| check_handshake(&req).expect_err("refused").status();
+        assert_eq!(
+            refused(handshake(hyper::Version::HTTP_10, &[KEY, V13])),
+            400
+        );
+        for key in [
+            "abc",
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZXh4eA==",
+        ] {
+            assert_eq!(
+                refused(handshake(v11, &[("sec-websocket-key", key), V13])),
+                400,
+                "key {key:?}"
+            );
+        }
+        assert_eq!(refused(handshake(v11, &[V13])), 400, "no key");
+        assert_eq!(refused(handshake(v11, &[KEY, KEY, V13])), 400, "two keys");
+        for version in [None, Some("8"), Some("14")] {
+            let mut extra = vec![KEY];
+            extra.extend(version.map(|v| ("sec-websocket-version", v)));
+            let r = check_handshake(&handshake(v11, &extra)).expect_err("refused");
+            assert_eq!(r.status(), 400);
+            assert_eq!(r.headers()["sec-websocket-version"], "13", "RFC 6455 4.4");
+        }
+    }
 
     #[test]
     fn topics_default_dedupe_and_decode() {

@@ -41,6 +41,9 @@ struct Args {
     /// Seconds a new connection has to send its HTTP request headers.
     #[arg(long, env = "HUBCAST_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
     handshake_timeout: f64,
+    /// Seconds a request body (POST /publish) has to arrive in full; slower gets 408.
+    #[arg(long, env = "HUBCAST_BODY_TIMEOUT", default_value_t = 10.0)]
+    body_timeout: f64,
     /// Bytes that may queue for one client before it is closed as a slow consumer.
     #[arg(long, env = "HUBCAST_CLIENT_BUFFER", default_value_t = 4 << 20)]
     client_buffer: usize,
@@ -90,6 +93,7 @@ impl Args {
             allow_origins: self.allow_origin,
             max_connections: self.max_connections,
             handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
+            body_timeout: seconds("body-timeout", self.body_timeout)?,
             client_buffer: self.client_buffer,
             slow_consumer_code: self.slow_consumer_code,
             max_message_size: self.max_message_size,

@@ -230,8 +230,13 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: SocketAddr, query: &str) -> Raw {
+        let stream = within(TcpStream::connect(addr)).await.expect("connect");
+        Raw::over(stream, addr, query).await
+    }
+
+    /// The handshake over a stream the caller connected (to set socket options first).
+    pub async fn over(mut stream: TcpStream, addr: SocketAddr, query: &str) -> Raw {
         within(async {
-            let mut stream = TcpStream::connect(addr).await.expect("connect");
             stream
                 .write_all(upgrade_request(addr, query, "").as_bytes())
                 .await

@@ -1,0 +1,231 @@
+//! Frame bounds: where each client frame ends in the byte stream, and whether it is masked.
+//!
+//! The reader hands bytes to fastwebsockets' parser and needs to know, exactly, when
+//! every byte handed over belongs to frames already complete — only then can it drop the
+//! parser and its buffer while the client is idle. Computing a frame's length from the
+//! frame the parser returns is not exact (it cannot see the header the client actually
+//! sent), so this follows the stream itself: it reads each header as the bytes go by,
+//! split at any point, and skips the payload.
+//!
+//! It is also where an unmasked client frame is caught. RFC 6455 §5.1: a server must
+//! close the connection when a client frame is not masked; fastwebsockets does not check.
+
+/// A frame the stream must not go past, starting `at` bytes into the chunk fed (0 when
+/// its header began in an earlier chunk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BoundsError {
+    /// Offset of the frame's first byte in the chunk passed to [`FrameBounds::feed`].
+    pub(crate) at: usize,
+    /// What is wrong with it.
+    pub(crate) kind: Broken,
+}
+
+/// What makes a frame's header unacceptable before its payload is even read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Broken {
+    /// No mask bit (RFC 6455 §5.1: the server must close the connection).
+    Unmasked,
+    /// A control frame with more than 125 bytes of payload (RFC 6455 §5.5); fastwebsockets
+    /// checks this for pings only.
+    ControlTooLong,
+}
+
+/// Follows frame boundaries through a client's byte stream.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FrameBounds {
+    /// Header bytes of the current frame seen so far (a header is at most 14 bytes).
+    head: [u8; 14],
+    head_len: usize,
+    /// Payload bytes of the current frame still to come, once its header is complete.
+    payload_left: u64,
+    /// The header is complete and the payload is being skipped.
+    in_payload: bool,
+}
+
+impl FrameBounds {
+    /// Whether every byte fed so far belongs to complete frames.
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.head_len == 0 && !self.in_payload
+    }
+
+    /// Follows `chunk`, the next bytes of the stream. On an unmasked frame, returns where
+    /// it starts: the bytes before it are complete, valid-so-far frames.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), BoundsError> {
+        let mut i = 0;
+        while i < chunk.len() {
+            if self.in_payload {
+                let left = chunk.len() - i;
+                let skip = usize::try_from(self.payload_left).map_or(left, |p| p.min(left));
+                i += skip;
+                self.payload_left -= skip as u64;
+                if self.payload_left == 0 {
+                    self.in_payload = false;
+                }
+                continue;
+            }
+            let start = i - self.head_len.min(i);
+            self.head[self.head_len] = chunk[i];
+            self.head_len += 1;
+            i += 1;
+            if self.head_len == 2 && self.head[1] & 0x80 == 0 {
+                // `start` is exact when the header began in this chunk; a header split
+                // across chunks reports 0 (its first bytes were handed over already).
+                return Err(BoundsError {
+                    at: start,
+                    kind: Broken::Unmasked,
+                });
+            }
+            if let Some(len) = self.header_complete() {
+                if self.head[0] & 0x08 != 0 && len > 125 {
+                    return Err(BoundsError {
+                        at: start,
+                        kind: Broken::ControlTooLong,
+                    });
+                }
+                self.head_len = 0;
+                self.payload_left = len;
+                self.in_payload = len > 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The payload length, once the header (with its mask key) is complete.
+    fn header_complete(&self) -> Option<u64> {
+        if self.head_len < 2 {
+            return None;
+        }
+        let (ext, len7) = match self.head[1] & 0x7f {
+            126 => (2, None),
+            127 => (8, None),
+            n => (0, Some(u64::from(n))),
+        };
+        if self.head_len < 2 + ext + 4 {
+            return None;
+        }
+        Some(len7.unwrap_or_else(|| {
+            self.head[2..2 + ext]
+                .iter()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame (mask key 0: the bounds do not care about the key).
+    fn frame(opcode: u8, fin: bool, len: usize, long_form: Option<u8>) -> Vec<u8> {
+        let mut f = vec![(u8::from(fin) << 7) | opcode];
+        match long_form {
+            Some(126) => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            Some(_) => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+            None if len < 126 => f.push(0x80 | len as u8),
+            None if len <= 0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            None => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend((0..len).map(|i| i as u8));
+        f
+    }
+
+    /// Valid streams: every length class, control frames, fragments, and the
+    /// non-shortest length encodings a client may legally send.
+    fn streams() -> Vec<(Vec<u8>, Vec<usize>)> {
+        let frames = [
+            frame(0x9, true, 0, None),
+            frame(0x1, true, 5, None),
+            frame(0x1, false, 125, None),
+            frame(0x0, true, 126, None),
+            frame(0x2, true, 300, Some(127)),
+            frame(0xA, true, 125, None),
+            frame(0x2, true, 65536, None),
+            frame(0x1, true, 3, Some(126)),
+            frame(0x8, true, 2, None),
+        ];
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for f in &frames {
+            stream.extend_from_slice(f);
+            ends.push(stream.len());
+        }
+        vec![(stream, ends)]
+    }
+
+    #[test]
+    fn every_split_of_a_valid_stream_keeps_exact_bounds() {
+        for (stream, ends) in streams() {
+            // One split point, at every byte: the boundary state after the first part
+            // must be exactly "the split falls on a frame end".
+            for split in 0..=stream.len() {
+                let mut b = FrameBounds::default();
+                b.feed(&stream[..split]).expect("valid");
+                assert_eq!(
+                    b.at_boundary(),
+                    split == 0 || ends.contains(&split),
+                    "split at {split}"
+                );
+                b.feed(&stream[split..]).expect("valid");
+                assert!(b.at_boundary(), "whole stream, split at {split}");
+            }
+            // Byte by byte: a boundary after exactly the frame ends.
+            let mut b = FrameBounds::default();
+            for (i, byte) in stream.iter().enumerate() {
+                b.feed(std::slice::from_ref(byte)).expect("valid");
+                assert_eq!(b.at_boundary(), ends.contains(&(i + 1)), "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unmasked_frame_is_caught_where_it_starts() {
+        let mut stream = frame(0x1, true, 10, None);
+        let good = stream.len();
+        stream.extend_from_slice(&[0x81, 0x03, b'a', b'b', b'c']);
+        let mut b = FrameBounds::default();
+        let unmasked = |at| {
+            Err(BoundsError {
+                at,
+                kind: Broken::Unmasked,
+            })
+        };
+        assert_eq!(b.feed(&stream), unmasked(good));
+        // Split right after its first byte: the second byte gives it away.
+        let mut b = FrameBounds::default();
+        b.feed(&stream[..good + 1]).expect("not yet known");
+        assert_eq!(b.feed(&stream[good + 1..]), unmasked(0));
+    }
+
+    #[test]
+    fn a_control_frame_over_125_bytes_is_caught() {
+        for opcode in [0x8, 0x9, 0xA] {
+            let mut stream = frame(0x2, true, 3, None);
+            let good = stream.len();
+            stream.extend(frame(opcode, true, 126, None));
+            let err = FrameBounds::default().feed(&stream);
+            assert_eq!(
+                err,
+                Err(BoundsError {
+                    at: good,
+                    kind: Broken::ControlTooLong
+                })
+            );
+        }
+        let mut ok = FrameBounds::default();
+        ok.feed(&frame(0xA, true, 125, None)).expect("125 is fine");
+        assert!(ok.at_boundary());
+    }
+}
