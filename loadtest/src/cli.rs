@@ -8,12 +8,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 
 use crate::payload;
-use crate::target::Target;
+use crate::target::{self, Target, Targets};
 
 /// `--ramp START:FACTOR:MAX`: rates START, START×FACTOR, … up to MAX.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,23 +72,31 @@ impl Ramp {
 
 /// Fan-out load generator for WebSocket broadcast servers.
 ///
-/// Connects --subs subscribers to --url, has --pubs publishers send at --rate
-/// msgs/s (over WebSocket on the same URL, or HTTP POST to --publish-http) and
-/// measures loss, duplicates, reordering and send→receive latency per step.
+/// Connects --subs subscribers to --url (several URLs: dealt round-robin, e.g.
+/// over the nodes of a cluster), has --pubs publishers send at --rate msgs/s
+/// (over WebSocket to --pub-url, default the first --url, or HTTP POST to
+/// --publish-http) and measures loss, duplicates, reordering and send→receive
+/// latency per step; with --server-pid also the CPU and memory of one or more
+/// server processes, per process and in total.
 /// Exit code: 0 = at least one step met the SLO (idle mode: every connection
 /// held), 1 = no step met it, 2 = error.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "hubcast-loadtest", version, about, long_about)]
 pub struct Args {
-    /// WebSocket URL subscribers connect to; topics go in the query.
+    /// WebSocket URL(s) subscribers connect to; topics go in the query.
+    ///
+    /// Several URLs (comma-separated and/or the flag repeated) are dealt
+    /// round-robin: subscriber i connects to URL i mod n. A comma separates
+    /// URLs only where a `scheme://` follows it, so commas inside a query stay.
     #[arg(
         long,
         env = "HUBCAST_LT_URL",
+        value_name = "URL[,URL…]",
         default_value = "ws://127.0.0.1:8080/ws?topic=bench"
     )]
-    pub url: String,
+    pub url: Vec<String>,
 
-    /// WebSocket URL for publishers (default: --url).
+    /// WebSocket URL for publishers, one (default: the first --url).
     #[arg(long, env = "HUBCAST_LT_PUB_URL")]
     pub pub_url: Option<String>,
 
@@ -169,9 +177,19 @@ pub struct Args {
     #[arg(long, env = "HUBCAST_LT_THREADS")]
     pub threads: Option<usize>,
 
-    /// PID of the server: sample its CPU and memory.
-    #[arg(long, env = "HUBCAST_LT_SERVER_PID")]
-    pub server_pid: Option<u32>,
+    /// PID(s) of the server processes: sample their CPU and memory.
+    ///
+    /// Several PIDs (comma-separated and/or the flag repeated), e.g. every node
+    /// of a cluster and its message bus: CPU (user and system) and RSS are
+    /// reported per process and summed; CPU per delivery uses the sum.
+    #[arg(
+        long,
+        env = "HUBCAST_LT_SERVER_PID",
+        value_name = "PID[,PID…]",
+        value_delimiter = ',',
+        value_parser = parse_pid
+    )]
+    pub server_pid: Vec<u32>,
 
     /// Latency SLO: a step passes only if p99 ≤ this many milliseconds.
     #[arg(long, env = "HUBCAST_LT_SLO_MS", default_value_t = 50.0)]
@@ -230,8 +248,8 @@ pub enum PublishVia {
 /// A validated run configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Subscriber endpoint.
-    pub sub_target: Target,
+    /// Subscriber endpoints; subscriber `i` connects to `sub_targets.for_index(i)`.
+    pub sub_targets: Targets,
     /// Publisher endpoint.
     pub publish: PublishVia,
     /// Subscriber count.
@@ -264,8 +282,8 @@ pub struct Config {
     pub src_addrs: usize,
     /// Worker threads.
     pub threads: usize,
-    /// Server process to sample.
-    pub server_pid: Option<u32>,
+    /// Server processes to sample (empty: none), without duplicates.
+    pub server_pids: Vec<u32>,
     /// p99 SLO.
     pub slo: Duration,
     /// Minimum achieved/target send ratio.
@@ -274,6 +292,38 @@ pub struct Config {
     pub keep_going: bool,
     /// Largest accepted frame payload.
     pub max_frame: usize,
+}
+
+/// One `--server-pid` entry: a positive integer (surrounding spaces allowed).
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("PID 0 is not a process".into()),
+        Ok(pid) => Ok(pid),
+        Err(e) => Err(format!("{:?} is not a PID: {e}", s.trim())),
+    }
+}
+
+/// Checks that a single-URL flag was not given a list (`a,ws://b`).
+fn single_url<'a>(flag: &str, url: &'a str) -> Result<&'a str> {
+    let n = target::split_url_list(&[url.to_string()])
+        .with_context(|| format!("--{flag}"))?
+        .len();
+    ensure!(
+        n == 1,
+        "--{flag} takes one URL, got {n}: {url:?} (only --url takes a list)"
+    );
+    Ok(url)
+}
+
+/// Checks a PID list for repeats (a repeated PID would be counted twice).
+fn unique_pids(pids: &[u32]) -> Result<Vec<u32>> {
+    for (i, pid) in pids.iter().enumerate() {
+        ensure!(
+            !pids[..i].contains(pid),
+            "--server-pid: PID {pid} is given twice (it would be counted twice)"
+        );
+    }
+    Ok(pids.to_vec())
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
@@ -287,7 +337,9 @@ fn secs(name: &str, v: f64) -> Result<Duration> {
 impl Args {
     /// Validates the flags and resolves the URLs.
     pub fn into_config(self) -> Result<Config> {
-        let sub_target = Target::parse(&self.url, true)?;
+        let urls = target::split_url_list(&self.url).context("--url")?;
+        let sub_targets = Targets::parse(&urls, true).context("--url")?;
+        let server_pids = unique_pids(&self.server_pid)?;
         ensure!(
             self.size >= payload::STAMP_LEN,
             "--size must be at least {} (the measurement stamp)",
@@ -330,14 +382,15 @@ impl Args {
                     "--http-pipeline must be at least 1"
                 );
                 PublishVia::Http {
-                    target: Target::parse(url, false)?,
+                    target: Target::parse(single_url("publish-http", url)?, false)
+                        .context("--publish-http")?,
                     token: self.token.clone(),
                     pipeline: self.http_pipeline,
                 }
             }
             None => PublishVia::WebSocket(match &self.pub_url {
-                Some(u) => Target::parse(u, true)?,
-                None => sub_target.clone(),
+                Some(u) => Target::parse(single_url("pub-url", u)?, true).context("--pub-url")?,
+                None => sub_targets.first().clone(),
             }),
         };
         ensure!(
@@ -359,7 +412,7 @@ impl Args {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         Ok(Config {
-            sub_target,
+            sub_targets,
             publish,
             subs: self.subs,
             pubs: self.pubs,
@@ -376,7 +429,7 @@ impl Args {
             connect_timeout: secs("connect-timeout", self.connect_timeout)?,
             src_addrs: self.src_addrs,
             threads,
-            server_pid: self.server_pid,
+            server_pids,
             slo: Duration::from_secs_f64(self.slo_ms / 1_000.0),
             min_send_ratio: self.min_send_ratio,
             keep_going: self.keep_going,
@@ -449,5 +502,90 @@ mod tests {
         assert!(matches!(c.publish, PublishVia::Http { pipeline: 1, .. }));
         let c = parse(&["--pub-url", "ws://127.0.0.1:9/p"]).expect("ok");
         assert!(matches!(c.publish, PublishVia::WebSocket(t) if t.path == "/p"));
+    }
+
+    fn ports(c: &Config) -> Vec<u16> {
+        c.sub_targets
+            .as_slice()
+            .iter()
+            .map(|t| t.addr.port())
+            .collect()
+    }
+
+    #[test]
+    fn url_lists() {
+        // Default: one URL.
+        let c = parse(&[]).expect("ok");
+        assert_eq!(ports(&c), vec![8080]);
+        assert_eq!(c.sub_targets.first().path, "/ws?topic=bench");
+        // Comma-separated, repeated, and both together, in order.
+        let c = parse(&["--url", "ws://127.0.0.1:1/a,ws://127.0.0.1:2/b"]).expect("commas");
+        assert_eq!(ports(&c), vec![1, 2]);
+        let c =
+            parse(&["--url", "ws://127.0.0.1:1/a", "--url=ws://127.0.0.1:2/b"]).expect("repeated");
+        assert_eq!(ports(&c), vec![1, 2]);
+        let c = parse(&[
+            "--url",
+            "ws://127.0.0.1:1/,ws://127.0.0.1:2/",
+            "--url",
+            "ws://127.0.0.1:3/",
+        ])
+        .expect("mixed");
+        assert_eq!(ports(&c), vec![1, 2, 3]);
+        // Subscriber i → URL i mod n.
+        let picked: Vec<u16> = (0..5)
+            .map(|i| c.sub_targets.for_index(i).addr.port())
+            .collect();
+        assert_eq!(picked, vec![1, 2, 3, 1, 2]);
+        // WebSocket publishers default to the first URL; --pub-url stays one URL.
+        assert!(matches!(&c.publish, PublishVia::WebSocket(t) if t.addr.port() == 1));
+        let e = parse(&["--pub-url", "ws://127.0.0.1:2/,ws://127.0.0.1:3/"])
+            .expect_err("one publisher URL");
+        assert!(
+            format!("{e:#}").contains("--pub-url takes one URL"),
+            "{e:#}"
+        );
+        let e = parse(&[
+            "--publish-http",
+            "http://127.0.0.1:2/p,http://127.0.0.1:3/p",
+        ])
+        .expect_err("one publish URL");
+        assert!(
+            format!("{e:#}").contains("--publish-http takes one URL"),
+            "{e:#}"
+        );
+        // Commas inside a query do not split.
+        let c = parse(&["--url", "ws://127.0.0.1:1/ws?topics=a,b"]).expect("query comma");
+        assert_eq!(c.sub_targets.len(), 1);
+        assert_eq!(c.sub_targets.first().path, "/ws?topics=a,b");
+        // Every URL is validated, and the error says which one and why.
+        let e = parse(&["--url", "ws://127.0.0.1:1/,wss://127.0.0.1:2/"]).expect_err("wss");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("--url") && msg.contains("URL #2 of 2"),
+            "{msg}"
+        );
+        assert!(msg.contains("TLS"), "{msg}");
+        let e = parse(&["--url", "ws://127.0.0.1:1/,"]).expect_err("stray comma");
+        assert!(format!("{e:#}").contains("empty entry"), "{e:#}");
+        assert!(parse(&["--url", "ws://127.0.0.1:1/", "--url", "http://127.0.0.1:2/"]).is_err());
+    }
+
+    #[test]
+    fn pid_lists() {
+        assert!(parse(&[]).expect("ok").server_pids.is_empty());
+        let c = parse(&["--server-pid", "10"]).expect("one");
+        assert_eq!(c.server_pids, vec![10]);
+        let c = parse(&["--server-pid", "10,11, 12", "--server-pid=13"]).expect("list");
+        assert_eq!(c.server_pids, vec![10, 11, 12, 13]);
+        assert!(parse(&["--server-pid", "10,10"]).is_err(), "duplicate");
+        assert!(parse(&["--server-pid", "10", "--server-pid", "10"]).is_err());
+        assert!(parse(&["--server-pid", "0"]).is_err());
+        assert!(parse(&["--server-pid", "-3"]).is_err());
+        assert!(parse(&["--server-pid", "12,x"]).is_err());
+        assert!(parse(&["--server-pid", "12,"]).is_err(), "empty entry");
+        assert_eq!(parse_pid(" 42 "), Ok(42));
+        assert!(parse_pid("").is_err());
+        assert!(parse_pid("4294967296").is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Process figures from the kernel: CPU time, resident memory, fd limits.
 //!
-//! Owns the `/proc` parsing (server process via `--server-pid`, our own worker
+//! Owns the `/proc` parsing (server processes via `--server-pid`, our own worker
 //! threads) and the few syscalls the tool needs, all through safe wrappers:
 //! `RLIMIT_NOFILE` raising and process CPU time via `rustix`, clock ticks via
 //! `sysconf(_SC_CLK_TCK)`. Parsers take the file text so they are unit-tested
@@ -108,11 +108,15 @@ pub fn clock_ticks_per_second() -> u64 {
     }
 }
 
-/// One sample of a process.
+/// One sample of a process (or the sum over several, see [`ProcSample::total`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ProcSample {
-    /// utime + stime, ns (tick resolution, usually 10 ms).
+    /// utime + stime, ns (tick resolution, usually 10 ms); = `user_ns + system_ns`.
     pub cpu_ns: u64,
+    /// utime (`/proc/PID/stat` field 14), ns.
+    pub user_ns: u64,
+    /// stime (`/proc/PID/stat` field 15), ns.
+    pub system_ns: u64,
     /// Resident set size, bytes.
     pub rss_bytes: u64,
     /// Peak resident set size (VmHWM), bytes.
@@ -121,24 +125,56 @@ pub struct ProcSample {
     pub threads: u64,
 }
 
+impl ProcSample {
+    /// Builds a sample from the texts of `/proc/PID/stat` and `/proc/PID/status`
+    /// (`hz`: clock ticks per second). `None` without a `VmRSS` line (zombie).
+    pub fn from_proc(stat: &Stat, status: &str, hz: u64) -> Option<Self> {
+        let hz = hz.max(1);
+        let user_ns = stat.utime_ticks.saturating_mul(1_000_000_000) / hz;
+        let system_ns = stat.stime_ticks.saturating_mul(1_000_000_000) / hz;
+        let rss = parse_status_kb(status, "VmRSS")?;
+        Some(Self {
+            cpu_ns: user_ns.saturating_add(system_ns),
+            user_ns,
+            system_ns,
+            rss_bytes: rss,
+            hwm_bytes: parse_status_kb(status, "VmHWM").unwrap_or(rss),
+            threads: stat.num_threads,
+        })
+    }
+
+    /// The field-by-field sum of several processes' samples (CPU times, RSS,
+    /// the sum of their peaks, threads).
+    pub fn total<'a>(samples: impl IntoIterator<Item = &'a ProcSample>) -> ProcSample {
+        samples
+            .into_iter()
+            .fold(ProcSample::default(), |acc, s| ProcSample {
+                cpu_ns: acc.cpu_ns.saturating_add(s.cpu_ns),
+                user_ns: acc.user_ns.saturating_add(s.user_ns),
+                system_ns: acc.system_ns.saturating_add(s.system_ns),
+                rss_bytes: acc.rss_bytes.saturating_add(s.rss_bytes),
+                hwm_bytes: acc.hwm_bytes.saturating_add(s.hwm_bytes),
+                threads: acc.threads.saturating_add(s.threads),
+            })
+    }
+}
+
 /// Samples `/proc/PID/stat` and `/proc/PID/status`.
 pub fn sample(pid: u32) -> Result<ProcSample> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat (is --server-pid right?)"))?;
+        .with_context(|| format!("reading /proc/{pid}/stat (is --server-pid {pid} right?)"))?;
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let st = parse_stat(&stat)?;
-    let hz = clock_ticks_per_second();
-    let ticks = st.utime_ticks + st.stime_ticks;
-    let Some(rss) = parse_status_kb(&status, "VmRSS") else {
+    let st = parse_stat(&stat).with_context(|| format!("parsing /proc/{pid}/stat"))?;
+    let Some(s) = ProcSample::from_proc(&st, &status, clock_ticks_per_second()) else {
         bail!("no VmRSS in /proc/{pid}/status (zombie process?)");
     };
-    Ok(ProcSample {
-        cpu_ns: ticks.saturating_mul(1_000_000_000) / hz,
-        rss_bytes: rss,
-        hwm_bytes: parse_status_kb(&status, "VmHWM").unwrap_or(rss),
-        threads: st.num_threads,
-    })
+    Ok(s)
+}
+
+/// Samples each of `pids`, in order.
+pub fn sample_all(pids: &[u32]) -> Result<Vec<ProcSample>> {
+    pids.iter().map(|&pid| sample(pid)).collect()
 }
 
 /// CPU time consumed by this whole process so far (ns resolution).
@@ -267,10 +303,63 @@ mod tests {
     }
 
     #[test]
+    fn sample_from_proc_texts_splits_user_and_system() {
+        let st = parse_stat(STAT).expect("parse");
+        let s = ProcSample::from_proc(&st, STATUS, 100).expect("sample");
+        assert_eq!(s.user_ns, 7_310_000_000);
+        assert_eq!(s.system_ns, 2_620_000_000);
+        assert_eq!(s.cpu_ns, 9_930_000_000);
+        assert_eq!(s.rss_bytes, 182_716 * 1024);
+        assert_eq!(s.hwm_bytes, 190_000 * 1024);
+        assert_eq!(s.threads, 9);
+        let s = ProcSample::from_proc(&st, STATUS, 250).expect("sample");
+        assert_eq!((s.user_ns, s.system_ns), (2_924_000_000, 1_048_000_000));
+        assert!(ProcSample::from_proc(&st, "Name:\tzombie\n", 100).is_none());
+    }
+
+    #[test]
+    fn samples_sum_field_by_field() {
+        let a = ProcSample {
+            cpu_ns: 30,
+            user_ns: 20,
+            system_ns: 10,
+            rss_bytes: 1000,
+            hwm_bytes: 1500,
+            threads: 4,
+        };
+        let b = ProcSample {
+            cpu_ns: 7,
+            user_ns: 5,
+            system_ns: 2,
+            rss_bytes: 300,
+            hwm_bytes: 400,
+            threads: 1,
+        };
+        assert_eq!(
+            ProcSample::total([&a, &b, &b]),
+            ProcSample {
+                cpu_ns: 44,
+                user_ns: 30,
+                system_ns: 14,
+                rss_bytes: 1600,
+                hwm_bytes: 2300,
+                threads: 6,
+            }
+        );
+        assert_eq!(ProcSample::total([&a]), a);
+        assert_eq!(ProcSample::total(&[]), ProcSample::default());
+    }
+
+    #[test]
     fn live_self_sample() {
         let me = sample(std::process::id()).expect("sample self");
         assert!(me.rss_bytes > 0);
         assert!(me.threads >= 1);
+        assert_eq!(me.cpu_ns, me.user_ns + me.system_ns);
+        let both = sample_all(&[std::process::id(), std::process::id()]).expect("two");
+        assert_eq!(both.len(), 2);
+        let e = sample_all(&[std::process::id(), u32::MAX]).expect_err("no such pid");
+        assert!(format!("{e:#}").contains(&u32::MAX.to_string()));
         assert!(thread_cpu_ns(current_tid()).is_some());
         assert!(self_rss_bytes().is_some());
         let (lo, hi) = local_port_range();

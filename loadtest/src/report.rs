@@ -21,7 +21,8 @@ pub struct Report {
     pub setup: Setup,
     /// Connecting the subscribers (and publishers).
     pub connect: ConnectReport,
-    /// Server process figures (with `--server-pid`).
+    /// Server process figures (with `--server-pid`): totals over every PID,
+    /// and each PID's own figures.
     pub server: Option<ServerReport>,
     /// This process.
     pub client: ClientReport,
@@ -36,8 +37,10 @@ pub struct Report {
 /// The configuration, echoed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Setup {
-    /// Subscriber URL.
+    /// Subscriber URL; several are comma-joined (as `--url` takes them).
     pub url: String,
+    /// Subscriber URLs, in order (subscriber `i` used `urls[i % urls.len()]`).
+    pub urls: Vec<String>,
     /// "websocket" or "http".
     pub publish_via: String,
     /// Publisher URL.
@@ -91,12 +94,55 @@ pub struct ConnectReport {
     pub pubs_connected: u64,
     /// Publisher connection failures.
     pub pub_failures: Tally<String>,
+    /// Subscribers per URL of the list, in its order.
+    pub per_url: Vec<UrlConnect>,
 }
 
-/// Server process figures.
+/// The connect phase of one subscriber URL.
+#[derive(Debug, Clone, Serialize)]
+pub struct UrlConnect {
+    /// The URL.
+    pub url: String,
+    /// Subscribers dealt to it (round-robin).
+    pub requested: usize,
+    /// Of those, connected.
+    pub connected: u64,
+    /// Of those, failed.
+    pub failed: u64,
+}
+
+/// Server process figures. With several `--server-pid`s every figure here is
+/// the sum over all of them; `processes` has each one's own.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerReport {
-    /// The PID sampled.
+    /// The (first) PID sampled; all of them are in `pids`.
+    pub pid: u32,
+    /// Every PID sampled, in the order given.
+    pub pids: Vec<u32>,
+    /// Before connecting (sum over the PIDs).
+    pub before: ProcSample,
+    /// Right after all subscribers connected (sum over the PIDs).
+    pub after_connect: ProcSample,
+    /// At the end of the run (sum over the PIDs).
+    pub end: ProcSample,
+    /// (RSS after connect − RSS before) / connected subscribers, bytes (summed RSS).
+    pub rss_per_conn_bytes: f64,
+    /// Highest summed RSS sampled, bytes.
+    pub peak_rss_bytes: u64,
+    /// CPU time (user + system) from before connecting to the end, s (all PIDs).
+    pub cpu_s: f64,
+    /// User CPU time over the same span, s (all PIDs).
+    pub user_s: f64,
+    /// System CPU time over the same span, s (all PIDs).
+    pub system_s: f64,
+    /// Each PID's figures, in the order given.
+    pub processes: Vec<ServerProcess>,
+}
+
+/// One server process's figures over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerProcess {
+    /// The PID.
     pub pid: u32,
     /// Before connecting.
     pub before: ProcSample,
@@ -104,10 +150,14 @@ pub struct ServerReport {
     pub after_connect: ProcSample,
     /// At the end of the run.
     pub end: ProcSample,
-    /// (RSS after connect − RSS before) / connected subscribers, bytes.
-    pub rss_per_conn_bytes: f64,
     /// Highest RSS sampled, bytes.
     pub peak_rss_bytes: u64,
+    /// CPU time (user + system) from before connecting to the end, s.
+    pub cpu_s: f64,
+    /// User CPU time over the same span, s.
+    pub user_s: f64,
+    /// System CPU time over the same span, s.
+    pub system_s: f64,
 }
 
 /// This process.
@@ -230,14 +280,41 @@ pub struct ClientStep {
     pub machine_busy: f64,
 }
 
-/// Server CPU figures of a step.
+/// Server CPU figures of a step: totals over every `--server-pid`, and each
+/// PID's own figures in `processes`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerStep {
-    /// CPU over step + drain, s.
+    /// CPU (user + system) over step + drain, s (all PIDs).
     pub cpu_s: f64,
+    /// User CPU over step + drain, s (all PIDs).
+    pub user_s: f64,
+    /// System CPU over step + drain, s (all PIDs).
+    pub system_s: f64,
+    /// Cores used during the sending window (all PIDs).
+    pub cores_during_send: f64,
+    /// CPU of all PIDs per delivery (subscriber + publisher-echo messages received), ns.
+    pub cpu_ns_per_delivery: f64,
+    /// RSS at the end of the drain, bytes (sum over the PIDs).
+    pub rss_bytes: u64,
+    /// Each PID's figures, in the order given.
+    pub processes: Vec<ServerStepProcess>,
+}
+
+/// One server process's figures in a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStepProcess {
+    /// The PID.
+    pub pid: u32,
+    /// CPU (user + system) over step + drain, s.
+    pub cpu_s: f64,
+    /// User CPU over step + drain, s.
+    pub user_s: f64,
+    /// System CPU over step + drain, s.
+    pub system_s: f64,
     /// Cores used during the sending window.
     pub cores_during_send: f64,
-    /// CPU per delivery (subscriber + publisher-echo messages received), ns.
+    /// This process's CPU per delivery (of all deliveries), ns; the processes'
+    /// figures add up to the step's `cpu_ns_per_delivery`.
     pub cpu_ns_per_delivery: f64,
     /// RSS at the end of the drain, bytes.
     pub rss_bytes: u64,
@@ -368,6 +445,15 @@ impl Report {
         if !c.pub_failures.0.is_empty() {
             writeln!(w, "  publisher failures: {}", tally_line(&c.pub_failures))?;
         }
+        if c.per_url.len() > 1 {
+            for u in &c.per_url {
+                writeln!(
+                    w,
+                    "  {}: {}/{} connected, {} failed",
+                    u.url, u.connected, u.requested, u.failed
+                )?;
+            }
+        }
         if let Some(sv) = &self.server {
             if sv.rss_per_conn_bytes < 0.0 {
                 writeln!(
@@ -376,16 +462,46 @@ impl Report {
                      start a fresh server for per-connection memory"
                 )?;
             }
+            let several = sv.processes.len() > 1;
             writeln!(
                 w,
-                "server pid {}: RSS {} before, {} after connect → {} per connection; peak {}; {} threads",
-                sv.pid,
+                "server {}: RSS {} before, {} after connect → {} per connection; peak {}; {} threads; CPU {:.2} s user + {:.2} s system",
+                if several {
+                    format!(
+                        "pids {} (sum)",
+                        sv.pids
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    format!("pid {}", sv.pid)
+                },
                 bytes(sv.before.rss_bytes as f64),
                 bytes(sv.after_connect.rss_bytes as f64),
                 bytes(sv.rss_per_conn_bytes),
                 bytes(sv.peak_rss_bytes as f64),
-                sv.end.threads
+                sv.end.threads,
+                sv.user_s,
+                sv.system_s,
             )?;
+            if several {
+                for p in &sv.processes {
+                    writeln!(
+                        w,
+                        "  pid {}: RSS {} before, {} after connect, {} at the end; peak {}; {} threads; CPU {:.2} s user + {:.2} s system",
+                        p.pid,
+                        bytes(p.before.rss_bytes as f64),
+                        bytes(p.after_connect.rss_bytes as f64),
+                        bytes(p.end.rss_bytes as f64),
+                        bytes(p.peak_rss_bytes as f64),
+                        p.end.threads,
+                        p.user_s,
+                        p.system_s,
+                    )?;
+                }
+            }
         }
         if let Some(idle) = &self.idle {
             writeln!(
@@ -490,11 +606,28 @@ impl Report {
                     ));
                 }
                 if let Some(sv) = &st.server {
+                    let several = sv.processes.len() > 1;
                     notes.push(format!(
-                        "server {:.2} cores while sending, RSS {}",
+                        "server{} {:.2} cores while sending, CPU {:.2} s user + {:.2} s system, RSS {}",
+                        if several { " (sum)" } else { "" },
                         sv.cores_during_send,
+                        sv.user_s,
+                        sv.system_s,
                         bytes(sv.rss_bytes as f64)
                     ));
+                    if several {
+                        for p in &sv.processes {
+                            notes.push(format!(
+                                "  pid {}: {:.2} cores while sending, CPU {:.2} s user + {:.2} s system, {:.0} ns/delivery, RSS {}",
+                                p.pid,
+                                p.cores_during_send,
+                                p.user_s,
+                                p.system_s,
+                                p.cpu_ns_per_delivery,
+                                bytes(p.rss_bytes as f64)
+                            ));
+                        }
+                    }
                 }
                 writeln!(
                     w,

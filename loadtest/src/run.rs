@@ -4,7 +4,7 @@
 //! calling thread with blocking waits while the worker threads do the I/O:
 //! distributing subscribers and publishers over threads, starting every step
 //! at one shared instant, sampling client and server CPU/memory at step
-//! boundaries, merging the threads' statistics after each drain, turning them
+//! boundaries (every `--server-pid`, each alone and summed), merging the threads' statistics after each drain, turning them
 //! into [`StepReport`]s and deciding pass/fail, plus the progress display
 //! on stderr (`indicatif` bars on a terminal, plain lines otherwise).
 
@@ -20,8 +20,8 @@ use crate::cli::{Config, Mode, PublishVia};
 use crate::pacing;
 use crate::procfs::{self, ProcSample};
 use crate::report::{
-    ClientReport, ClientStep, ConnectReport, HttpStep, IdleReport, Report, ServerReport,
-    ServerStep, Setup, StepReport, Summary,
+    ClientReport, ClientStep, ConnectReport, HttpStep, IdleReport, Report, ServerProcess,
+    ServerReport, ServerStep, ServerStepProcess, Setup, StepReport, Summary, UrlConnect,
 };
 use crate::stats::{LatencySummary, StepRecv, StepSend, ThreadStats};
 use crate::target::SourcePlan;
@@ -226,20 +226,174 @@ impl Fleet {
     }
 }
 
+/// One sample of every `--server-pid` process: each one's (in the order
+/// given) and their sum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerSample {
+    total: ProcSample,
+    each: Vec<ProcSample>,
+}
+
+impl ServerSample {
+    fn new(each: Vec<ProcSample>) -> Self {
+        Self {
+            total: ProcSample::total(&each),
+            each,
+        }
+    }
+}
+
+/// Samples the `--server-pid` processes and keeps their peaks.
 struct ServerProbe {
-    pid: Option<u32>,
+    pids: Vec<u32>,
+    /// Highest summed RSS.
     peak: u64,
+    /// Highest RSS per process.
+    peaks: Vec<u64>,
 }
 
 impl ServerProbe {
-    fn sample(&mut self) -> Result<Option<ProcSample>> {
-        let Some(pid) = self.pid else {
+    fn new(pids: &[u32]) -> Self {
+        Self {
+            pids: pids.to_vec(),
+            peak: 0,
+            peaks: vec![0; pids.len()],
+        }
+    }
+
+    /// `None` without `--server-pid`; an error if any process cannot be read.
+    fn sample(&mut self) -> Result<Option<ServerSample>> {
+        if self.pids.is_empty() {
             return Ok(None);
-        };
-        let s = procfs::sample(pid)?;
-        self.peak = self.peak.max(s.rss_bytes);
+        }
+        let s = ServerSample::new(procfs::sample_all(&self.pids)?);
+        self.peak = self.peak.max(s.total.rss_bytes);
+        for (peak, p) in self.peaks.iter_mut().zip(&s.each) {
+            *peak = (*peak).max(p.rss_bytes);
+        }
         Ok(Some(s))
     }
+}
+
+fn ns_to_s(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// The run's server figures from the samples before connecting, after
+/// connecting and at the end (`connected`: subscribers connected).
+fn server_report(
+    probe: &ServerProbe,
+    before: &ServerSample,
+    after: &ServerSample,
+    end: &ServerSample,
+    connected: u64,
+) -> ServerReport {
+    let processes = probe
+        .pids
+        .iter()
+        .zip(&before.each)
+        .zip(&after.each)
+        .zip(&end.each)
+        .zip(&probe.peaks)
+        .map(|((((&pid, b), a), e), &peak)| ServerProcess {
+            pid,
+            before: *b,
+            after_connect: *a,
+            end: *e,
+            peak_rss_bytes: peak,
+            cpu_s: ns_to_s(e.cpu_ns.saturating_sub(b.cpu_ns)),
+            user_s: ns_to_s(e.user_ns.saturating_sub(b.user_ns)),
+            system_s: ns_to_s(e.system_ns.saturating_sub(b.system_ns)),
+        })
+        .collect();
+    let (b, a, e) = (&before.total, &after.total, &end.total);
+    ServerReport {
+        pid: probe.pids.first().copied().unwrap_or(0),
+        pids: probe.pids.clone(),
+        before: *b,
+        after_connect: *a,
+        end: *e,
+        rss_per_conn_bytes: if connected > 0 {
+            (a.rss_bytes as f64 - b.rss_bytes as f64) / connected as f64
+        } else {
+            0.0
+        },
+        peak_rss_bytes: probe.peak,
+        cpu_s: ns_to_s(e.cpu_ns.saturating_sub(b.cpu_ns)),
+        user_s: ns_to_s(e.user_ns.saturating_sub(b.user_ns)),
+        system_s: ns_to_s(e.system_ns.saturating_sub(b.system_ns)),
+        processes,
+    }
+}
+
+/// A step's server figures from the samples at its start (`a`), at the end of
+/// the sending window (`b`) and after the drain (`c`); `deliveries`: messages
+/// received over step + drain; `wall_send`: the sending window, s.
+fn server_step(
+    pids: &[u32],
+    a: &ServerSample,
+    b: &ServerSample,
+    c: &ServerSample,
+    deliveries: u64,
+    wall_send: f64,
+) -> ServerStep {
+    let per_delivery = |ns: u64| {
+        if deliveries > 0 {
+            ns as f64 / deliveries as f64
+        } else {
+            0.0
+        }
+    };
+    let figures = |a: &ProcSample, b: &ProcSample, c: &ProcSample| {
+        let cpu = c.cpu_ns.saturating_sub(a.cpu_ns);
+        ServerStepProcess {
+            pid: 0,
+            cpu_s: ns_to_s(cpu),
+            user_s: ns_to_s(c.user_ns.saturating_sub(a.user_ns)),
+            system_s: ns_to_s(c.system_ns.saturating_sub(a.system_ns)),
+            cores_during_send: ns_to_s(b.cpu_ns.saturating_sub(a.cpu_ns)) / wall_send.max(1e-9),
+            cpu_ns_per_delivery: per_delivery(cpu),
+            rss_bytes: c.rss_bytes,
+        }
+    };
+    let processes = pids
+        .iter()
+        .zip(a.each.iter().zip(&b.each).zip(&c.each))
+        .map(|(&pid, ((a, b), c))| ServerStepProcess {
+            pid,
+            ..figures(a, b, c)
+        })
+        .collect();
+    let total = figures(&a.total, &b.total, &c.total);
+    ServerStep {
+        cpu_s: total.cpu_s,
+        user_s: total.user_s,
+        system_s: total.system_s,
+        cores_during_send: total.cores_during_send,
+        cpu_ns_per_delivery: total.cpu_ns_per_delivery,
+        rss_bytes: total.rss_bytes,
+        processes,
+    }
+}
+
+/// The connect figures per subscriber URL, from the per-endpoint counts of
+/// the tally (subscriber `i` was dealt to URL `i mod n`).
+fn per_url_connects(cfg: &Config, tally: &ConnectTally) -> Vec<UrlConnect> {
+    cfg.sub_targets
+        .as_slice()
+        .iter()
+        .zip(cfg.sub_targets.spread(cfg.subs))
+        .enumerate()
+        .map(|(k, (t, requested))| {
+            let (connected, failed) = tally.per_target.get(k).copied().unwrap_or((0, 0));
+            UrlConnect {
+                url: t.url.clone(),
+                requested,
+                connected,
+                failed,
+            }
+        })
+        .collect()
 }
 
 fn secs(d: Duration) -> f64 {
@@ -276,8 +430,16 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
              expect 'Too many open files' failures"
         );
     }
+    // Source addresses are planned for loopback IPv4 targets (a subscriber
+    // whose URL is elsewhere connects from the kernel's choice).
+    let plan_target = cfg
+        .sub_targets
+        .as_slice()
+        .iter()
+        .find(|t| t.addr.is_ipv4() && t.is_loopback())
+        .unwrap_or(cfg.sub_targets.first());
     let sources = SourcePlan::new(
-        &cfg.sub_target,
+        plan_target,
         conns,
         cfg.src_addrs,
         procfs::local_port_range(),
@@ -290,10 +452,7 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
             .map(|i| Worker::spawn(i, params.clone()))
             .collect::<Result<_>>()?,
     };
-    let mut server = ServerProbe {
-        pid: cfg.server_pid,
-        peak: 0,
-    };
+    let mut server = ServerProbe::new(&cfg.server_pids);
     let server_before = server.sample()?;
     let cpu_start = procfs::process_cpu();
 
@@ -376,6 +535,7 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
         handshake: LatencySummary::from_histogram(&sub_tally.latency),
         pubs_connected: pub_tally.ok,
         pub_failures: pub_tally.failed.clone(),
+        per_url: per_url_connects(cfg, &sub_tally),
     };
 
     let mut steps: Vec<StepReport> = Vec::new();
@@ -402,9 +562,9 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
             let snap = fleet.snapshot()?;
             let held = fleet.sum(|l| &l.subs_connected);
             let end_sample = server.sample()?;
-            let server_per_conn = match (server_before, end_sample) {
+            let server_per_conn = match (&server_before, &end_sample) {
                 (Some(b), Some(e)) if held > 0 => {
-                    Some((e.rss_bytes as f64 - b.rss_bytes as f64) / held as f64)
+                    Some((e.total.rss_bytes as f64 - b.total.rss_bytes as f64) / held as f64)
                 }
                 _ => None,
             };
@@ -473,24 +633,10 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
         w.join();
     }
 
-    let server_report = match (
-        cfg.server_pid,
-        server_before,
-        server_after_connect,
-        server_end,
-    ) {
-        (Some(pid), Some(before), Some(after), Some(end)) => Some(ServerReport {
-            pid,
-            before,
-            after_connect: after,
-            end,
-            rss_per_conn_bytes: if sub_tally.ok > 0 {
-                (after.rss_bytes as f64 - before.rss_bytes as f64) / sub_tally.ok as f64
-            } else {
-                0.0
-            },
-            peak_rss_bytes: server.peak,
-        }),
+    let server_report = match (&server_before, &server_after_connect, &server_end) {
+        (Some(before), Some(after), Some(end)) => {
+            Some(server_report(&server, before, after, end, sub_tally.ok))
+        }
         _ => None,
     };
 
@@ -517,7 +663,13 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
     Ok(Report {
         tool: format!("hubcast-loadtest {}", env!("CARGO_PKG_VERSION")),
         setup: Setup {
-            url: cfg.sub_target.url.clone(),
+            url: cfg.sub_targets.joined(),
+            urls: cfg
+                .sub_targets
+                .as_slice()
+                .iter()
+                .map(|t| t.url.clone())
+                .collect(),
             publish_via: match &cfg.publish {
                 PublishVia::WebSocket(_) => "websocket".into(),
                 PublishVia::Http { .. } => "http".into(),
@@ -702,20 +854,8 @@ fn run_step(
             _ => 0.0,
         },
     };
-    let server_step = match (srv0, srv1, srv2) {
-        (Some(a), Some(b), Some(c)) => {
-            let cpu = c.cpu_ns.saturating_sub(a.cpu_ns);
-            Some(ServerStep {
-                cpu_s: cpu as f64 / 1e9,
-                cores_during_send: b.cpu_ns.saturating_sub(a.cpu_ns) as f64 / 1e9 / wall_send,
-                cpu_ns_per_delivery: if msgs_in > 0 {
-                    cpu as f64 / msgs_in as f64
-                } else {
-                    0.0
-                },
-                rss_bytes: c.rss_bytes,
-            })
-        }
+    let server_step = match (&srv0, &srv1, &srv2) {
+        (Some(a), Some(b), Some(c)) => Some(server_step(&server.pids, a, b, c, msgs_in, wall_send)),
         _ => None,
     };
     let http = matches!(cfg.publish, PublishVia::Http { .. }).then(|| HttpStep {
@@ -851,6 +991,150 @@ mod tests {
         assert_eq!(ProgressMode::detect(true, false), ProgressMode::Off);
         assert_eq!(ProgressMode::detect(true, true), ProgressMode::Off);
         assert_eq!(ProgressMode::detect(false, true), ProgressMode::Lines);
+    }
+
+    fn proc(user_ms: u64, system_ms: u64, rss: u64) -> ProcSample {
+        ProcSample {
+            cpu_ns: (user_ms + system_ms) * 1_000_000,
+            user_ns: user_ms * 1_000_000,
+            system_ns: system_ms * 1_000_000,
+            rss_bytes: rss,
+            hwm_bytes: rss,
+            threads: 2,
+        }
+    }
+
+    #[test]
+    fn server_step_sums_pids_and_keeps_each() {
+        let pids = [10, 20];
+        let a = ServerSample::new(vec![proc(100, 50, 1000), proc(0, 0, 500)]);
+        let b = ServerSample::new(vec![proc(600, 250, 1100), proc(200, 100, 600)]);
+        let c = ServerSample::new(vec![proc(700, 300, 1200), proc(300, 100, 700)]);
+        assert_eq!(
+            (
+                c.total.user_ns,
+                c.total.system_ns,
+                c.total.cpu_ns,
+                c.total.rss_bytes
+            ),
+            (1_000_000_000, 400_000_000, 1_400_000_000, 1900)
+        );
+        assert_eq!(c.total.threads, 4);
+        let st = server_step(&pids, &a, &b, &c, 1_000_000, 2.0);
+        assert!((st.user_s - 0.9).abs() < 1e-9, "{}", st.user_s);
+        assert!((st.system_s - 0.35).abs() < 1e-9);
+        assert!((st.cpu_s - 1.25).abs() < 1e-9);
+        // Sending window: 700 + 300 ms of CPU in 2 s.
+        assert!((st.cores_during_send - 0.5).abs() < 1e-9);
+        // 1.25 s / 1e6 deliveries = 1250 ns.
+        assert!((st.cpu_ns_per_delivery - 1250.0).abs() < 1e-6);
+        assert_eq!(st.rss_bytes, 1900);
+        assert_eq!(st.processes.len(), 2);
+        let (p, q) = (&st.processes[0], &st.processes[1]);
+        assert_eq!((p.pid, q.pid), (10, 20));
+        assert!((p.user_s - 0.6).abs() < 1e-9 && (p.system_s - 0.25).abs() < 1e-9);
+        assert!((q.user_s - 0.3).abs() < 1e-9 && (q.system_s - 0.1).abs() < 1e-9);
+        assert!((p.cpu_ns_per_delivery - 850.0).abs() < 1e-6);
+        assert!((q.cpu_ns_per_delivery - 400.0).abs() < 1e-6);
+        assert!(
+            (p.cpu_ns_per_delivery + q.cpu_ns_per_delivery - st.cpu_ns_per_delivery).abs() < 1e-6
+        );
+        assert_eq!((p.rss_bytes, q.rss_bytes), (1200, 700));
+        assert!((p.cores_during_send - 0.35).abs() < 1e-9);
+        // No deliveries: no per-delivery figure rather than a division by zero.
+        let st = server_step(&pids, &a, &b, &c, 0, 2.0);
+        assert_eq!(st.cpu_ns_per_delivery, 0.0);
+        assert!(st.processes.iter().all(|p| p.cpu_ns_per_delivery == 0.0));
+    }
+
+    #[test]
+    fn server_report_sums_pids_and_keeps_each() {
+        let mut probe = ServerProbe::new(&[7, 8, 9]);
+        assert_eq!(probe.peaks, vec![0, 0, 0]);
+        let before = ServerSample::new(vec![
+            proc(10, 10, 1 << 20),
+            proc(0, 0, 2 << 20),
+            proc(5, 0, 1 << 20),
+        ]);
+        let after = ServerSample::new(vec![
+            proc(20, 30, 2 << 20),
+            proc(10, 0, 3 << 20),
+            proc(5, 0, 1 << 20),
+        ]);
+        let end = ServerSample::new(vec![
+            proc(120, 40, 3 << 20),
+            proc(60, 20, 2 << 20),
+            proc(5, 5, 1 << 20),
+        ]);
+        probe.peak = 7 << 20;
+        probe.peaks = vec![3 << 20, 3 << 20, 1 << 20];
+        let r = server_report(&probe, &before, &after, &end, 1024);
+        assert_eq!(r.pid, 7);
+        assert_eq!(r.pids, vec![7, 8, 9]);
+        assert_eq!(r.before.rss_bytes, 4 << 20);
+        assert_eq!(r.after_connect.rss_bytes, 6 << 20);
+        // (6 MiB − 4 MiB) / 1024 connections.
+        assert!((r.rss_per_conn_bytes - 2048.0).abs() < 1e-9);
+        assert_eq!(r.peak_rss_bytes, 7 << 20);
+        assert!((r.user_s - 0.170).abs() < 1e-9, "{}", r.user_s);
+        assert!((r.system_s - 0.055).abs() < 1e-9, "{}", r.system_s);
+        assert!((r.cpu_s - 0.225).abs() < 1e-9);
+        assert_eq!(r.processes.len(), 3);
+        let p = &r.processes[1];
+        assert_eq!(p.pid, 8);
+        assert!((p.user_s - 0.06).abs() < 1e-9 && (p.system_s - 0.02).abs() < 1e-9);
+        assert_eq!(p.end.rss_bytes, 2 << 20);
+        assert_eq!(p.peak_rss_bytes, 3 << 20);
+        let sum: f64 = r.processes.iter().map(|p| p.cpu_s).sum();
+        assert!((sum - r.cpu_s).abs() < 1e-9);
+    }
+
+    #[test]
+    fn probe_without_pids_samples_nothing_and_with_pids_tracks_peaks() {
+        let mut none = ServerProbe::new(&[]);
+        assert_eq!(none.sample().expect("no pids"), None);
+        let me = std::process::id();
+        let mut probe = ServerProbe::new(&[me, me]);
+        let s = probe.sample().expect("self").expect("sampled");
+        assert_eq!(s.each.len(), 2);
+        assert_eq!(s.total.rss_bytes, s.each[0].rss_bytes + s.each[1].rss_bytes);
+        assert!(probe.peak >= s.total.rss_bytes && probe.peaks.iter().all(|p| *p > 0));
+        let mut gone = ServerProbe::new(&[me, u32::MAX]);
+        assert!(gone.sample().is_err());
+    }
+
+    #[test]
+    fn per_url_connect_counts() {
+        use clap::Parser;
+        let cfg = crate::cli::Args::try_parse_from([
+            "x",
+            "--url=ws://127.0.0.1:1/a,ws://127.0.0.1:2/b,ws://127.0.0.1:3/c",
+            "--subs=10",
+        ])
+        .expect("flags")
+        .into_config()
+        .expect("config");
+        let mut tally = ConnectTally::default();
+        for i in 0..10 {
+            tally.count_target(cfg.sub_targets.index_for(i), i != 4);
+        }
+        let per = per_url_connects(&cfg, &tally);
+        let got: Vec<(&str, usize, u64, u64)> = per
+            .iter()
+            .map(|u| (u.url.as_str(), u.requested, u.connected, u.failed))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ws://127.0.0.1:1/a", 4, 4, 0),
+                ("ws://127.0.0.1:2/b", 3, 2, 1),
+                ("ws://127.0.0.1:3/c", 3, 3, 0),
+            ]
+        );
+        // No attempts recorded (e.g. zero subscribers): zeros, one row per URL.
+        let per = per_url_connects(&cfg, &ConnectTally::default());
+        assert_eq!(per.len(), 3);
+        assert!(per.iter().all(|u| u.connected == 0 && u.failed == 0));
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Where connections go and where they come from.
 //!
 //! Owns turning `ws://host:port/path?query` and `http://…` URLs into a
-//! resolved socket address plus the `Host` header and request target, and the
-//! source-address plan: on loopback, when one source address would not have
+//! resolved socket address plus the `Host` header and request target, lists of
+//! URLs (`--url a,b`) and how subscribers are dealt over them (round-robin), and
+//! the source-address plan: on loopback, when one source address would not have
 //! enough ephemeral ports for all connections, client sockets are bound to
 //! 127.0.0.2, 127.0.0.3, … round-robin (every 127/8 address is local on Linux).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use http::Uri;
 
 /// A resolved endpoint.
@@ -66,6 +67,125 @@ impl Target {
     /// Whether the target is on the loopback interface.
     pub fn is_loopback(&self) -> bool {
         self.addr.ip().is_loopback()
+    }
+}
+
+/// Splits list flag values into single URLs.
+///
+/// Each value may hold several URLs separated by commas (and the flag may be
+/// repeated). A comma separates two URLs when a `scheme://` follows it, or
+/// nothing (a trailing or doubled comma gives an empty entry, which is an
+/// error); any other comma belongs to the URL (e.g. `?topics=a,b`). Entries
+/// are trimmed of surrounding whitespace.
+pub fn split_url_list(values: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for value in values {
+        let mut start = 0;
+        for (i, _) in value.match_indices(',') {
+            let rest = value[i + 1..].trim_start();
+            if rest.is_empty() || rest.starts_with(',') || starts_with_scheme(rest) {
+                out.push(value[start..i].trim().to_string());
+                start = i + 1;
+            }
+        }
+        out.push(value[start..].trim().to_string());
+    }
+    if let Some(pos) = out.iter().position(String::is_empty) {
+        bail!(
+            "empty entry #{} in the URL list {values:?} (stray comma?)",
+            pos + 1
+        );
+    }
+    Ok(out)
+}
+
+/// Whether `s` begins with `scheme://` (RFC 3986 scheme characters).
+fn starts_with_scheme(s: &str) -> bool {
+    let Some(colon) = s.find("://") else {
+        return false;
+    };
+    let scheme = &s[..colon];
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// One or more endpoints that connections are dealt over round-robin:
+/// connection `i` goes to endpoint `i mod n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// Never empty.
+    list: Vec<Target>,
+}
+
+impl Targets {
+    /// Wraps a non-empty list.
+    pub fn new(list: Vec<Target>) -> Result<Self> {
+        ensure!(!list.is_empty(), "no URL given");
+        Ok(Self { list })
+    }
+
+    /// Parses and resolves every URL of `urls` (see [`Target::parse`]); the
+    /// error names the failing entry when there are several.
+    pub fn parse(urls: &[String], want_ws: bool) -> Result<Self> {
+        let n = urls.len();
+        let list = urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| match Target::parse(u, want_ws) {
+                Err(e) if n > 1 => Err(e.context(format!("URL #{} of {n}", i + 1))),
+                r => r,
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(list)
+    }
+
+    /// Index of the endpoint connection `i` goes to.
+    pub fn index_for(&self, i: usize) -> usize {
+        i % self.list.len()
+    }
+
+    /// The endpoint connection `i` goes to.
+    pub fn for_index(&self, i: usize) -> &Target {
+        &self.list[self.index_for(i)]
+    }
+
+    /// How many of `connections` connections go to each endpoint.
+    pub fn spread(&self, connections: usize) -> Vec<usize> {
+        let n = self.list.len();
+        (0..n)
+            .map(|k| connections / n + usize::from(k < connections % n))
+            .collect()
+    }
+
+    /// The first endpoint.
+    pub fn first(&self) -> &Target {
+        &self.list[0]
+    }
+
+    /// All endpoints, in order.
+    pub fn as_slice(&self) -> &[Target] {
+        &self.list
+    }
+
+    /// Number of endpoints (≥ 1).
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Always false (there is at least one endpoint); for API symmetry.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The URLs as given, comma-joined (the form `--url` accepts).
+    pub fn joined(&self) -> String {
+        self.list
+            .iter()
+            .map(|t| t.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -176,5 +296,97 @@ mod tests {
             ..t
         };
         assert!(SourcePlan::new(&remote, 50_000, 4, range).is_empty());
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn url_lists_split_on_commas_before_a_scheme() {
+        let split = |v: &[&str]| split_url_list(&strings(v));
+        assert_eq!(
+            split(&["ws://a:1/ws"]).expect("one"),
+            strings(&["ws://a:1/ws"])
+        );
+        assert_eq!(
+            split(&["ws://a:1/ws?topic=x,ws://b:2/ws?topic=x"]).expect("two"),
+            strings(&["ws://a:1/ws?topic=x", "ws://b:2/ws?topic=x"])
+        );
+        // Repeated flag, commas, spaces around them: all concatenated in order.
+        assert_eq!(
+            split(&["ws://a:1/, ws://b:2/", " ws://c:3/ "]).expect("three"),
+            strings(&["ws://a:1/", "ws://b:2/", "ws://c:3/"])
+        );
+        // A comma not followed by a scheme stays inside the URL.
+        assert_eq!(
+            split(&["ws://a:1/ws?topics=x,y,ws://b:2/ws?topics=x,y"]).expect("query commas"),
+            strings(&["ws://a:1/ws?topics=x,y", "ws://b:2/ws?topics=x,y"])
+        );
+        // Any scheme separates (Target::parse rejects the wrong ones later).
+        assert_eq!(
+            split(&["ws://a:1/,http://b:2/"]).expect("other scheme"),
+            strings(&["ws://a:1/", "http://b:2/"])
+        );
+        assert!(split(&["ws://a:1/,"]).is_err(), "trailing comma");
+        assert!(split(&["ws://a:1/,,ws://b:2/"]).is_err(), "doubled comma");
+        assert!(split(&[",ws://a:1/"]).is_err(), "leading comma");
+        assert!(split(&[""]).is_err(), "empty value");
+        assert!(split(&["ws://a:1/", " "]).is_err(), "blank value");
+    }
+
+    #[test]
+    fn scheme_detection() {
+        assert!(starts_with_scheme("ws://x"));
+        assert!(starts_with_scheme("svn+ssh://x"));
+        assert!(!starts_with_scheme("x"));
+        assert!(!starts_with_scheme("1ws://x"));
+        assert!(!starts_with_scheme("a b://x"));
+        assert!(!starts_with_scheme("y&ws://x"));
+    }
+
+    #[test]
+    fn targets_round_robin() {
+        let urls = strings(&[
+            "ws://127.0.0.1:1/a",
+            "ws://127.0.0.1:2/b",
+            "ws://127.0.0.1:3/c",
+        ]);
+        let t = Targets::parse(&urls, true).expect("parse");
+        assert_eq!(t.len(), 3);
+        assert!(!t.is_empty());
+        let ports: Vec<u16> = (0..7).map(|i| t.for_index(i).addr.port()).collect();
+        assert_eq!(ports, vec![1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(t.index_for(4), 1);
+        assert_eq!(t.first().path, "/a");
+        assert_eq!(t.spread(7), vec![3, 2, 2]);
+        assert_eq!(t.spread(2), vec![1, 1, 0]);
+        assert_eq!(t.spread(0), vec![0, 0, 0]);
+        assert_eq!(
+            t.joined(),
+            "ws://127.0.0.1:1/a,ws://127.0.0.1:2/b,ws://127.0.0.1:3/c"
+        );
+        // spread() agrees with for_index() for every count.
+        for n in 0..20 {
+            let mut counts = vec![0; 3];
+            for i in 0..n {
+                counts[t.index_for(i)] += 1;
+            }
+            assert_eq!(counts, t.spread(n), "{n} connections");
+        }
+        let one = Targets::parse(&urls[..1], true).expect("one");
+        assert!((0..5).all(|i| one.for_index(i).addr.port() == 1));
+        assert_eq!(one.spread(5), vec![5]);
+    }
+
+    #[test]
+    fn targets_errors_name_the_entry() {
+        let urls = strings(&["ws://127.0.0.1:1/", "wss://127.0.0.1:2/"]);
+        let e = Targets::parse(&urls, true).expect_err("wss refused");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("URL #2 of 2"), "{msg}");
+        assert!(msg.contains("TLS is not supported"), "{msg}");
+        assert!(Targets::parse(&[], true).is_err());
+        assert!(Targets::new(Vec::new()).is_err());
     }
 }

@@ -29,7 +29,7 @@ use crate::proto::Proto;
 use crate::publisher::{self, Publisher};
 use crate::stats::{self, SeqTracker, StepSend, Tally, ThreadStats};
 use crate::subscriber::{self, Role};
-use crate::target::{SourcePlan, Target};
+use crate::target::{SourcePlan, Targets};
 
 /// Size of the per-thread read buffer.
 pub const READ_BUF: usize = 256 * 1024;
@@ -37,8 +37,8 @@ pub const READ_BUF: usize = 256 * 1024;
 /// Settings shared, read-only, by all worker threads.
 #[derive(Debug)]
 pub struct Params {
-    /// Subscriber endpoint.
-    pub sub_target: Target,
+    /// Subscriber endpoints (round-robin by global subscriber index).
+    pub sub_targets: Targets,
     /// How publishers publish.
     pub publish: PublishVia,
     /// Source addresses.
@@ -63,7 +63,7 @@ impl Params {
     /// Derives worker settings from the run configuration.
     pub fn new(cfg: &Config, sources: SourcePlan, epoch: Instant) -> Self {
         Self {
-            sub_target: cfg.sub_target.clone(),
+            sub_targets: cfg.sub_targets.clone(),
             publish: cfg.publish.clone(),
             sources,
             pubs: cfg.pubs,
@@ -116,6 +116,9 @@ pub struct ConnectTally {
     pub failed: Tally<String>,
     /// Connect + handshake time of successful attempts, ns.
     pub latency: Histogram<u64>,
+    /// Subscribers only: (established, failed) per endpoint of the URL list,
+    /// indexed like it (may be shorter when the last endpoints saw no attempt).
+    pub per_target: Vec<(u64, u64)>,
 }
 
 impl ConnectTally {
@@ -124,6 +127,20 @@ impl ConnectTally {
             ok: 0,
             failed: Tally::default(),
             latency: stats::new_histogram(),
+            per_target: Vec::new(),
+        }
+    }
+
+    /// Counts one attempt on endpoint `target` (`ok`: established).
+    pub fn count_target(&mut self, target: usize, ok: bool) {
+        if self.per_target.len() <= target {
+            self.per_target.resize(target + 1, (0, 0));
+        }
+        let slot = &mut self.per_target[target];
+        if ok {
+            slot.0 += 1;
+        } else {
+            slot.1 += 1;
         }
     }
 
@@ -132,6 +149,13 @@ impl ConnectTally {
         self.ok += other.ok;
         self.failed.merge(&other.failed);
         let _ = self.latency.add(&other.latency);
+        if self.per_target.len() < other.per_target.len() {
+            self.per_target.resize(other.per_target.len(), (0, 0));
+        }
+        for (mine, theirs) in self.per_target.iter_mut().zip(&other.per_target) {
+            mine.0 += theirs.0;
+            mine.1 += theirs.1;
+        }
     }
 }
 
@@ -434,15 +458,24 @@ async fn connect_subs(
         let outstanding = outstanding.clone();
         let finished = finished.clone();
         tokio::task::spawn_local(async move {
-            let src = ctx.params.sources.for_index(index);
+            // Subscriber `index` goes to URL `index mod n` (round-robin).
+            let target_no = ctx.params.sub_targets.index_for(index);
+            let target = ctx.params.sub_targets.for_index(index);
+            // The source plan holds 127.0.0.x addresses: only usable towards IPv4 loopback.
+            let src = if target.addr.is_ipv4() && target.is_loopback() {
+                ctx.params.sources.for_index(index)
+            } else {
+                None
+            };
             let seed = ctx.seed();
             let t0 = Instant::now();
             let result = conn::with_timeout(
                 ctx.params.connect_timeout,
-                conn::connect_ws(&ctx.params.sub_target, src, seed),
+                conn::connect_ws(target, src, seed),
             )
             .await;
             drop(permit);
+            tally.borrow_mut().count_target(target_no, result.is_ok());
             let connected = match result {
                 Ok((stream, early)) => {
                     let mut t = tally.borrow_mut();
@@ -534,4 +567,27 @@ impl Live {
 /// Source address for connection `i` of the plan (re-exported for publishers).
 pub fn source_for(ctx: &ThreadCtx, i: usize) -> Option<IpAddr> {
     ctx.params.sources.for_index(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_tally_counts_per_target_and_merges() {
+        let mut a = ConnectTally::new();
+        a.count_target(0, true);
+        a.count_target(0, true);
+        a.count_target(2, false);
+        assert_eq!(a.per_target, vec![(2, 0), (0, 0), (0, 1)]);
+        let mut b = ConnectTally::new();
+        b.count_target(1, true);
+        b.merge(&a);
+        assert_eq!(b.per_target, vec![(2, 0), (1, 0), (0, 1)]);
+        let mut c = ConnectTally::new();
+        c.merge(&ConnectTally::new());
+        assert!(c.per_target.is_empty());
+        c.merge(&b);
+        assert_eq!(c.per_target, b.per_target);
+    }
 }

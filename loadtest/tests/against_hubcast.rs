@@ -3,7 +3,9 @@
 //! 200 subscribers, 1,000 msgs/s for 2 s over WebSocket (chat mode), then
 //! the same over HTTP POST: hubcast guarantees delivery of everything
 //! published after a subscriber's 101, so loss must be zero and the delivery
-//! count exact (sent × subscribers).
+//! count exact (sent × subscribers). A third run deals the subscribers over
+//! two URLs of the same server (as over the nodes of a cluster) and samples
+//! two PIDs.
 
 use clap::Parser;
 use hubcast_loadtest::cli::Args;
@@ -14,12 +16,41 @@ use hubcast_loadtest::run;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn start_server() -> hubcast::Server {
+    start_server_with(hubcast::Config::default())
+}
+
+fn start_server_with(config: hubcast::Config) -> hubcast::Server {
     let config = hubcast::Config {
         listen: "127.0.0.1:0".parse().expect("socket addr"),
         shards: 2,
-        ..hubcast::Config::default()
+        ..config
     };
     hubcast::Server::start(config).expect("hubcast starts")
+}
+
+/// A child process to sample as a second "server" PID; killed when dropped.
+struct OtherProcess(std::process::Child);
+
+impl OtherProcess {
+    fn start() -> Self {
+        Self(
+            std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .expect("sleep starts"),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for OtherProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn run_loadtest(args: &[String]) -> Report {
@@ -131,6 +162,104 @@ fn idle_mode_holds_connections() {
     }
     assert_eq!(server.hub().connections(), 0);
     assert_eq!(report.summary.unclosed_at_exit, 0);
+    server.shutdown();
+    server.join().expect("hubcast stops");
+}
+
+#[test]
+fn subscribers_round_robin_over_two_urls_exact_delivery() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Count the upgrades by URL: `n=2` is ignored by hubcast but marks the second URL.
+    let (first, second) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (f, s) = (first.clone(), second.clone());
+    let server = start_server_with(hubcast::Config {
+        admit: Some(Arc::new(move |a: &hubcast::Admission<'_>| {
+            let second_url = a.query.is_some_and(|q| q.split('&').any(|p| p == "n=2"));
+            if second_url { &s } else { &f }.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })),
+        ..hubcast::Config::default()
+    });
+    let addr = server.local_addr();
+    let other = OtherProcess::start();
+    let me = std::process::id();
+    let url_a = format!("ws://{addr}/ws?topic=m");
+    let url_b = format!("ws://{addr}/ws?topic=m&n=2");
+    let report = run_loadtest(&[
+        format!("--url={url_a},{url_b}"),
+        format!("--publish-http=http://{addr}/publish/m"),
+        "--subs=200".into(),
+        "--pubs=10".into(),
+        "--rate=1000".into(),
+        "--duration=2".into(),
+        "--drain=1".into(),
+        "--settle=0.2".into(),
+        "--threads=2".into(),
+        "--slo-ms=1000".into(),
+        format!("--server-pid={me}"),
+        format!("--server-pid={}", other.pid()),
+    ]);
+    assert_exact(&report, 200);
+
+    // Round-robin: half the subscribers on each URL, as the server saw them.
+    assert_eq!(first.load(Ordering::Relaxed), 100);
+    assert_eq!(second.load(Ordering::Relaxed), 100);
+    assert_eq!(report.setup.urls, vec![url_a.clone(), url_b.clone()]);
+    assert_eq!(report.setup.url, format!("{url_a},{url_b}"));
+    let per_url: Vec<(&str, usize, u64, u64)> = report
+        .connect
+        .per_url
+        .iter()
+        .map(|u| (u.url.as_str(), u.requested, u.connected, u.failed))
+        .collect();
+    assert_eq!(
+        per_url,
+        vec![(url_a.as_str(), 100, 100, 0), (url_b.as_str(), 100, 100, 0)]
+    );
+
+    // Two PIDs: the totals are the sums of the per-process figures.
+    let sv = report.server.as_ref().expect("server figures");
+    assert_eq!(sv.pid, me);
+    assert_eq!(sv.pids, vec![me, other.pid()]);
+    assert_eq!(sv.processes.len(), 2);
+    assert_eq!(
+        sv.end.rss_bytes,
+        sv.processes.iter().map(|p| p.end.rss_bytes).sum::<u64>()
+    );
+    assert_eq!(
+        sv.end.cpu_ns,
+        sv.processes.iter().map(|p| p.end.cpu_ns).sum::<u64>()
+    );
+    assert!(sv.processes[0].cpu_s > 0.0, "this process did the work");
+    assert!((sv.cpu_s - (sv.user_s + sv.system_s)).abs() < 1e-6);
+    let st = report.steps[0]
+        .server
+        .as_ref()
+        .expect("step server figures");
+    assert_eq!(st.processes.len(), 2);
+    assert_eq!(st.processes[1].pid, other.pid());
+    let per_delivery: f64 = st.processes.iter().map(|p| p.cpu_ns_per_delivery).sum();
+    assert!((per_delivery - st.cpu_ns_per_delivery).abs() < 1e-6);
+    assert_eq!(
+        st.rss_bytes,
+        st.processes.iter().map(|p| p.rss_bytes).sum::<u64>()
+    );
+    // The JSON keeps the old total fields next to the new ones.
+    let mut json = Vec::new();
+    report.write_json(&mut json).expect("json");
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("valid json");
+    assert!(v["steps"][0]["server"]["cpu_ns_per_delivery"].is_number());
+    assert!(v["server"]["rss_per_conn_bytes"].is_number());
+    assert_eq!(v["server"]["processes"].as_array().map(Vec::len), Some(2));
+    assert!(v["server"]["processes"][1]["user_s"].is_number());
+    let mut table = Vec::new();
+    report.write_table(&mut table).expect("table");
+    let table = String::from_utf8(table).expect("utf-8");
+    assert!(table.contains(&format!("pid {}:", other.pid())), "{table}");
+    drop(other);
     server.shutdown();
     server.join().expect("hubcast stops");
 }
