@@ -2,7 +2,7 @@
 //! joining a batch of frames into one buffer shared by every socket of a shard.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hubcast::frame::{Opcode, encode, join};
+use hubcast::wire::frame::{Opcode, encode, join};
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {

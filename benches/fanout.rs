@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hubcast::client::Client;
-use hubcast::fanout::{Outcome, fan_out};
-use hubcast::frame::{Opcode, encode};
-use hubcast::registry::Registry;
+use hubcast::engine::client::Client;
+use hubcast::engine::fanout::{Outcome, fan_out};
+use hubcast::engine::registry::Registry;
+use hubcast::wire::frame::{Opcode, encode};
 
 #[path = "../tests/common/counting.rs"]
 mod counting;

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use hubcast::client::Client;
-use hubcast::registry::Registry;
+use hubcast::engine::client::Client;
+use hubcast::engine::registry::Registry;
 
 fn filled(n: usize, topics: &[Arc<str>], reg: &mut Registry) {
     for i in 0..n {

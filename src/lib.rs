@@ -4,11 +4,11 @@
 //! out to every client of a topic) rebuilt for millions of deliveries per second:
 //!
 //! - **Per-core shards**: one thread and current-thread runtime per core, each owning
-//!   its connections' sockets ([`shard`]).
+//!   its connections' sockets ([`engine`]).
 //! - **Encode once**: a message becomes one `Bytes` holding the whole server frame,
-//!   shared by every recipient on every shard ([`frame`]).
+//!   shared by every recipient on every shard ([`wire::frame`]).
 //! - **Lock-free registry**: per shard a `slab` of clients behind an `arc-swap`
-//!   snapshot, rebuilt at most once per batch or tick ([`registry`]).
+//!   snapshot, rebuilt at most once per batch or tick ([`engine::registry`]).
 //!
 //! The shortest useful program — a server, and a thread publishing into it:
 //!
@@ -29,32 +29,33 @@
 //! }
 //! ```
 //!
-//! The data path, one module per step: [`listener`] (accept) → [`http`] → [`upgrade`]
-//! (origin, admission) → [`registry`] (register) → [`reader`] (frames in) → [`hub`]
-//! (publish) → [`frame`] (encode once) → [`shard`] + [`fanout`] → [`client`] (write).
+//! The source reads bottom-up, in floors; each imports only from the floors below it:
+//!
+//! | floor | owns | data-path steps |
+//! |---|---|---|
+//! | [`wire`] | bytes on the wire | encode once (`wire/frame.rs`), frame bounds |
+//! | [`engine`] | clients, shards, publishing | register (`registry`), read (`reader`), publish (`hub`), fan-out (`shard`, `fanout`), write (`client`) |
+//! | [`edge`] | the network | accept (`listener`), HTTP (`http`), upgrade + origin (`upgrade`, `origin`) |
+//! | `cluster` | other nodes, over NATS | the [`engine::backplane::Backplane`] seam's implementation |
+//! | `server`, `bin/hubcast` | wiring and the CLI | |
+//!
+//! `config` and `error` are shared by every floor.
 
 #![warn(missing_docs)]
 
-mod bounds;
-pub mod client;
+// Floors, bottom-up; each imports only from the floors below it (and the shared
+// `config` and `error`).
+pub mod edge;
+pub mod engine;
+mod server;
+pub mod wire;
+
 pub mod config;
 pub mod error;
-pub mod fanout;
-pub mod frame;
-mod http;
-pub mod hub;
-mod listener;
-pub mod metrics;
-pub mod origin;
-mod reader;
-pub mod registry;
-mod server;
-mod shard;
-mod upgrade;
 
 pub use config::{Admission, AdmitFn, Config, Refusal};
+pub use engine::hub::Hub;
 pub use error::{Error, PublishError};
-pub use hub::Hub;
 pub use server::Server;
 
 /// The README's examples compile and are checked as doctests.

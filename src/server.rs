@@ -8,9 +8,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 
 use crate::config::Config;
+use crate::engine::hub::Hub;
+use crate::engine::shard::Shard;
 use crate::error::Error;
-use crate::hub::Hub;
-use crate::shard::Shard;
 
 /// Starts a shutdown if dropped while its thread panics.
 struct StopOnPanic(Hub);
@@ -47,7 +47,7 @@ impl Server {
     /// from inside one.
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
-        let listener = crate::listener::bind(config.listen, config.backlog)?;
+        let listener = crate::edge::listener::bind(config.listen, config.backlog)?;
         Self::start_inner(listener, config)
     }
 
@@ -80,12 +80,12 @@ impl Server {
                     // dead shard that is still dealt connections and messages.
                     let _stop_on_panic = StopOnPanic(panic_hub);
                     local.block_on(&runtime, async move {
-                        let shard = Shard::new(shard_hub, index);
+                        let serve = crate::edge::serve_connection(&shard_hub);
+                        let shard = Shard::new(shard_hub, index, serve);
                         if let Some(listener) = listener {
-                            let acceptor = tokio::task::spawn_local(crate::listener::accept_loop(
-                                shard.clone(),
-                                listener,
-                            ));
+                            let acceptor = tokio::task::spawn_local(
+                                crate::edge::listener::accept_loop(shard.clone(), listener),
+                            );
                             let hub = shard.hub.clone();
                             // Without its acceptor the server would silently stop taking
                             // connections: a panic there stops the whole server instead.

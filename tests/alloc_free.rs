@@ -6,10 +6,10 @@
 mod counting;
 
 use counting::{Counting, allocations};
-use hubcast::client::Client;
-use hubcast::fanout::{Outcome, Published, fan_out_batch};
-use hubcast::frame::{Opcode, encode};
-use hubcast::registry::Registry;
+use hubcast::engine::client::Client;
+use hubcast::engine::fanout::{Outcome, Published, fan_out_batch};
+use hubcast::engine::registry::Registry;
+use hubcast::wire::frame::{Opcode, encode};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -23,10 +23,7 @@ fn fan_out_allocates_nothing_per_recipient() {
         reg.insert(Client::new(i as u64, Box::new([t.clone()])));
     }
     let snap = reg.rebuild();
-    let one = [Published {
-        topic: t.clone(),
-        frame: encode(Opcode::Text, &[b'x'; 64]),
-    }];
+    let one = [Published::new(t.clone(), encode(Opcode::Text, &[b'x'; 64]))];
     let mut out = Outcome::default();
     // First round grows each queue once (a steady state has that capacity already).
     fan_out_batch(&mut reg, &snap, &one, usize::MAX, &mut out);

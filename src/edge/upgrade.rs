@@ -25,9 +25,10 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::config::Admission;
-use crate::hub::{DEFAULT_TOPIC, Hub, MAX_TOPIC_LEN};
-use crate::metrics::Rejection;
-use crate::shard::Shard;
+use crate::edge::origin::OriginPolicy;
+use crate::engine::hub::{DEFAULT_TOPIC, Hub, MAX_TOPIC_LEN};
+use crate::engine::metrics::Rejection;
+use crate::engine::shard::{Incoming, Shard};
 
 /// Most topics one connection may join.
 pub const MAX_TOPICS: usize = 64;
@@ -81,6 +82,7 @@ pub(crate) fn topics_from_query(query: Option<&str>) -> Result<Vec<String>, Stri
 /// topics are returned.
 pub(crate) fn admit<B>(
     hub: &Hub,
+    origins: &OriginPolicy,
     req: &Request<B>,
     peer: Option<SocketAddr>,
 ) -> Result<Vec<String>, Response<Full<Bytes>>> {
@@ -102,7 +104,7 @@ pub(crate) fn admit<B>(
             "server is shutting down",
         );
     }
-    if !hub.inner.origins.allows(req.headers()) {
+    if !origins.allows(req.headers()) {
         return refuse(
             Rejection::Origin,
             StatusCode::FORBIDDEN,
@@ -203,14 +205,78 @@ pub(crate) fn into_tcp(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
     Some((parts.io.into_inner(), parts.read_buf))
 }
 
+/// The embedder's path: a hubcast [`Hub`] behind someone else's HTTP server.
+impl Hub {
+    /// Takes over a WebSocket upgrade request received by the embedder's own HTTP
+    /// service (hyper or axum over a `tokio::net::TcpStream`): checks origin, admission
+    /// and capacity, and returns the response to send — `101 Switching Protocols`, or an
+    /// error status. After the response is sent, the connection moves to a shard.
+    ///
+    /// Must be called inside a tokio runtime. The client receives messages published
+    /// after its shard adopted it (a few microseconds after the `101`).
+    pub fn upgrade<B>(
+        &self,
+        req: &mut Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Response<Full<Bytes>> {
+        let topics = match admit(
+            self,
+            &OriginPolicy::new(&self.config().allow_origins),
+            req,
+            peer,
+        ) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        let on_upgrade = hyper::upgrade::on(&mut *req);
+        let response = match accept_response(req) {
+            Ok(r) => r,
+            Err(resp) => {
+                self.inner.metrics.reject(Rejection::BadRequest);
+                self.release_slot();
+                return resp;
+            }
+        };
+        let hub = self.clone();
+        let id = self.next_client_id();
+        let shard = self.pick_shard();
+        tokio::spawn(async move {
+            let adopted = match on_upgrade.await {
+                Ok(upgraded) => {
+                    into_tcp(upgraded).and_then(|(s, buf)| Some((s.into_std().ok()?, buf)))
+                }
+                Err(_) => None,
+            };
+            match adopted {
+                Some((stream, read_buf)) => {
+                    hub.inner.shards[shard].hand_over(Incoming::Upgraded {
+                        stream,
+                        read_buf,
+                        topics,
+                        id,
+                    });
+                }
+                None => {
+                    tracing::warn!(
+                        "upgrade handed over, but the connection is not a tokio TcpStream or failed"
+                    );
+                    hub.release_slot();
+                }
+            }
+        });
+        response
+    }
+}
+
 /// `GET /ws` on a hubcast listener: admit, register, answer `101`, then attach.
 pub(crate) fn on_shard<B>(
     shard: &Rc<Shard>,
+    origins: &OriginPolicy,
     mut req: Request<B>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let hub = &shard.hub;
-    let topics = match admit(hub, &req, Some(peer)) {
+    let topics = match admit(hub, origins, &req, Some(peer)) {
         Ok(t) => t,
         Err(resp) => return resp,
     };

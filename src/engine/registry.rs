@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use crate::client::Client;
+use crate::engine::client::Client;
 
 /// A stable reference to a client: its slot plus its never-reused id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,16 @@ impl Snapshot {
     /// Clients registered when the snapshot was built.
     pub fn connections(&self) -> usize {
         self.connections
+    }
+
+    /// The topics with at least one subscriber.
+    pub fn topics(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.topics.keys()
+    }
+
+    /// Whether `topic` has at least one subscriber.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
     }
 
     /// Number of topics with at least one subscriber.

@@ -1,13 +1,22 @@
-//! Counters and their Prometheus text rendering (`GET /metrics`).
+//! Counters, histograms and their Prometheus text rendering (`GET /metrics`).
 //!
 //! Counters that the fan-out path touches live per shard, each on its own cache line, so
 //! shards never contend on them; the fan-out adds once per batch, not once per recipient.
 //! A scrape sums them.
+//!
+//! The timing histograms (fan-out round duration, publish-to-socket latency of local and
+//! cross-node messages) are `prometheus-client` histograms, one set per shard so that no
+//! two threads share one: a round observes its duration once and each message's latency
+//! once per shard — never anything per recipient.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 /// Counters owned by one shard (written by its thread, read by scrapes).
 #[derive(Debug, Default)]
@@ -56,6 +65,100 @@ const REJECTION_LABELS: [&str; 5] = [
     "shutting_down",
 ];
 
+/// Labels of the per-shard histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+}
+
+/// Labels of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    shard: String,
+    /// `local` (published on this node) or `remote` (came through the backplane).
+    origin: &'static str,
+}
+
+/// One shard's histograms, handles taken once so that observing is one uncontended
+/// lock, no label lookup.
+#[derive(Debug, Clone)]
+pub struct ShardTimings {
+    /// Duration of each fan-out round.
+    pub round: Histogram,
+    /// Publish-to-socket latency of messages published on this node.
+    pub local: Histogram,
+    /// Publish-to-socket latency of messages from other nodes (from the publishing
+    /// node's clock: meaningful when node clocks are synchronised).
+    pub remote: Histogram,
+}
+
+/// The timing histograms of every shard, and the registry that renders them.
+pub struct Timings {
+    registry: Registry,
+    shards: Box<[ShardTimings]>,
+}
+
+impl std::fmt::Debug for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timings")
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+impl Timings {
+    fn new(shards: usize) -> Self {
+        // 10 µs to ~10 s in factor-2 steps: a round is tens of µs to a few ms, a
+        // latency under load up to seconds.
+        let buckets = || Histogram::new(exponential_buckets(10e-6, 2.0, 21));
+        let rounds = Family::<ShardLabel, Histogram>::new_with_constructor(buckets);
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(buckets);
+        let shards = (0..shards)
+            .map(|i| {
+                let at = |origin| LatencyLabels {
+                    shard: i.to_string(),
+                    origin,
+                };
+                // One statement each: `get_or_create` returns a guard on the family's
+                // lock, and a guard kept alive across the next call deadlocks it.
+                let round = rounds
+                    .get_or_create(&ShardLabel {
+                        shard: i.to_string(),
+                    })
+                    .clone();
+                let local = latency.get_or_create(&at("local")).clone();
+                let remote = latency.get_or_create(&at("remote")).clone();
+                ShardTimings {
+                    round,
+                    local,
+                    remote,
+                }
+            })
+            .collect();
+        let mut registry = Registry::with_prefix("hubcast");
+        registry.register(
+            "fanout_round_seconds",
+            "Duration of one fan-out round (one batch written to every subscriber), per shard",
+            rounds,
+        );
+        registry.register(
+            "publish_to_socket_seconds",
+            "From publish to the end of the fan-out round that wrote the message, per shard and origin (local or remote node)",
+            latency,
+        );
+        Timings { registry, shards }
+    }
+
+    /// The histograms of shard `index`.
+    pub fn shard(&self, index: usize) -> &ShardTimings {
+        &self.shards[index]
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
+    }
+}
+
 /// All counters of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -66,6 +169,8 @@ pub struct Metrics {
     /// Publishes that had to wait for room in a full shard inbox (back-pressure).
     pub publish_waits: AtomicU64,
     rejected: [AtomicU64; 5],
+    /// Fan-out and latency histograms.
+    pub timings: Timings,
 }
 
 impl Metrics {
@@ -78,6 +183,7 @@ impl Metrics {
             published: CachePadded::new(AtomicU64::new(0)),
             publish_waits: AtomicU64::new(0),
             rejected: Default::default(),
+            timings: Timings::new(shards),
         }
     }
 
@@ -197,6 +303,7 @@ impl Metrics {
                 self.rejected[i].load(Relaxed)
             );
         }
+        self.timings.render(&mut out);
         out
     }
 }
@@ -217,5 +324,17 @@ mod tests {
         assert!(text.contains("hubcast_shard_connections{shard=\"1\"} 4"));
         assert!(text.contains("hubcast_deliveries_total 10"));
         assert!(text.contains("hubcast_rejected_upgrades_total{reason=\"origin\"} 1"));
+        m.timings.shard(1).round.observe(0.001);
+        m.timings.shard(0).remote.observe(0.002);
+        let text = m.render();
+        assert!(
+            text.contains("hubcast_fanout_round_seconds_count{shard=\"1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hubcast_publish_to_socket_seconds_count{shard=\"0\",origin=\"remote\"} 1"
+            )
+        );
     }
 }

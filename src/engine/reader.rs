@@ -23,11 +23,11 @@ use fastwebsockets::{OpCode, Role, WebSocketError};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::bounds::{BoundsError, Broken, FrameBounds};
+use crate::engine::registry::ClientRef;
+use crate::engine::shard::Shard;
 use crate::error::PublishError;
-use crate::frame::{self, Opcode};
-use crate::registry::ClientRef;
-use crate::shard::Shard;
+use crate::wire::bounds::{BoundsError, Broken, FrameBounds};
+use crate::wire::frame::{self, Opcode};
 
 /// How a client's read side ended.
 #[derive(Debug, PartialEq, Eq)]

@@ -44,10 +44,40 @@ pub fn write_header(opcode: Opcode, len: usize, out: &mut [u8; MAX_HEADER]) -> u
     }
 }
 
+/// The opcode and payload of one frame made by [`encode`]: the payload is a slice of the
+/// same buffer (no copy). `None` for anything that is not one whole data frame.
+///
+/// ```
+/// use hubcast::wire::frame::{encode, payload_of, Opcode};
+/// let frame = encode(Opcode::Text, b"hello");
+/// let (opcode, payload) = payload_of(&frame).expect("a data frame");
+/// assert_eq!((opcode, &payload[..]), (Opcode::Text, &b"hello"[..]));
+/// ```
+pub fn payload_of(frame: &Bytes) -> Option<(Opcode, Bytes)> {
+    let opcode = match frame.first()? & 0x0f {
+        0x1 => Opcode::Text,
+        0x2 => Opcode::Binary,
+        _ => return None,
+    };
+    let (len, head): (usize, usize) = match frame.get(1)? & 0x7f {
+        126 => (
+            usize::from(u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?])),
+            4,
+        ),
+        127 => {
+            let mut l = [0u8; 8];
+            l.copy_from_slice(frame.get(2..10)?);
+            (usize::try_from(u64::from_be_bytes(l)).ok()?, 10)
+        }
+        n => (usize::from(n), 2),
+    };
+    (frame.len() == head.checked_add(len)?).then(|| (opcode, frame.slice(head..)))
+}
+
 /// Encodes one complete, final server frame: header followed by `payload`, in one buffer.
 ///
 /// ```
-/// use hubcast::frame::{encode, Opcode};
+/// use hubcast::wire::frame::{encode, Opcode};
 /// let frame = encode(Opcode::Text, b"hi");
 /// assert_eq!(&frame[..], &[0x81, 2, b'h', b'i']);
 /// ```

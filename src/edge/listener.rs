@@ -13,8 +13,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, warn};
 
+use crate::engine::shard::{Incoming, Shard};
 use crate::error::Error;
-use crate::shard::{Incoming, Shard};
 
 /// Binds a non-blocking listener on `addr` with `backlog`.
 pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {
@@ -64,7 +64,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         let target = next % shards;
         next = next.wrapping_add(1);
         if target == shard.handle.index {
-            crate::http::serve(shard.clone(), stream, peer);
+            shard.serve(stream, peer);
             continue;
         }
         // Another shard's runtime will own it: unregister it from ours first.

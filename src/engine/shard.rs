@@ -22,12 +22,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::client::{Client, Control, Delivery, Flushed, State};
-use crate::fanout::{Outcome, Published, fan_out_batch};
-use crate::frame::{self, Opcode};
-use crate::hub::Hub;
-use crate::metrics::ShardMetrics;
-use crate::registry::{ClientRef, Registry, Snapshot};
+use crate::engine::client::{Client, Control, Delivery, Flushed, State};
+use crate::engine::fanout::{Outcome, Published, fan_out_batch};
+use crate::engine::hub::Hub;
+use crate::engine::metrics::ShardMetrics;
+use crate::engine::registry::{ClientRef, Registry, Snapshot};
+use crate::wire::frame::{self, Opcode};
 
 /// Most frames taken from the inbox per dispatch round, so that a flood of publishes
 /// cannot starve the shard's readers and timers.
@@ -68,6 +68,10 @@ fn coalesce(
     };
     (took < wait).then(|| started + wait)
 }
+
+/// How a shard serves a freshly accepted connection. The edge provides it (hubcast's
+/// HTTP server), so that the engine never imports the edge.
+pub(crate) type ConnHandler = Rc<dyn Fn(&Rc<Shard>, TcpStream, SocketAddr)>;
 
 /// Work handed to a shard from other threads.
 pub(crate) enum Incoming {
@@ -140,10 +144,11 @@ pub(crate) struct Shard {
     batch: RefCell<Vec<Published>>,
     outcome: RefCell<Outcome>,
     ping: Bytes,
+    serve_conn: ConnHandler,
 }
 
 impl Shard {
-    pub(crate) fn new(hub: Hub, index: usize) -> Rc<Self> {
+    pub(crate) fn new(hub: Hub, index: usize, serve_conn: ConnHandler) -> Rc<Self> {
         Rc::new(Shard {
             handle: hub.inner.shards[index].clone(),
             hub,
@@ -153,7 +158,13 @@ impl Shard {
             batch: RefCell::new(Vec::with_capacity(MAX_BATCH)),
             outcome: RefCell::new(Outcome::default()),
             ping: frame::encode(Opcode::Ping, b""),
+            serve_conn,
         })
+    }
+
+    /// Serves an accepted connection on this shard (HTTP, then perhaps an upgrade).
+    pub(crate) fn serve(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr) {
+        (self.serve_conn)(self, stream, peer);
     }
 
     pub(crate) fn metrics(&self) -> &ShardMetrics {
@@ -225,9 +236,21 @@ impl Shard {
     fn rebuild_if_dirty(&self) {
         let mut reg = self.registry.borrow_mut();
         if reg.is_dirty() {
-            let snap = reg.rebuild();
-            self.handle.snapshot.store(Arc::new(snap));
+            let snap = Arc::new(reg.rebuild());
+            let old = self.handle.snapshot.swap(snap.clone());
             self.last_rebuild.set(Instant::now());
+            drop(reg);
+            if let Some(backplane) = self.hub.backplane() {
+                // Interest changes per rebuild, not per connect: 10,000 clients joining
+                // one topic within a tick cost one call.
+                let index = self.handle.index;
+                for topic in snap.topics().filter(|t| !old.has_topic(t)) {
+                    backplane.set_interest(index, topic, true);
+                }
+                for topic in old.topics().filter(|t| !snap.has_topic(t)) {
+                    backplane.set_interest(index, topic, false);
+                }
+            }
         }
     }
 
@@ -241,6 +264,7 @@ impl Shard {
             let mut batch = self.batch.borrow_mut();
             batch_bytes = batch.iter().map(|p| p.frame.len()).sum();
             let mut reg = self.registry.borrow_mut();
+            let started = Instant::now();
             fan_out_batch(
                 &mut reg,
                 &snapshot,
@@ -248,6 +272,19 @@ impl Shard {
                 self.hub.inner.config.client_buffer,
                 &mut outcome,
             );
+            let done = Instant::now();
+            let timings = self.hub.inner.metrics.timings.shard(self.handle.index);
+            timings
+                .round
+                .observe(done.duration_since(started).as_secs_f64());
+            for p in batch.iter() {
+                let latency = done.saturating_duration_since(p.born).as_secs_f64();
+                if p.remote {
+                    timings.remote.observe(latency);
+                } else {
+                    timings.local.observe(latency);
+                }
+            }
             batch.clear();
         }
         let m = self.metrics();
@@ -270,7 +307,7 @@ impl Shard {
     fn take(self: &Rc<Self>, incoming: Incoming) {
         match incoming {
             Incoming::Tcp(stream, peer) => match TcpStream::from_std(stream) {
-                Ok(stream) => crate::http::serve(self.clone(), stream, peer),
+                Ok(stream) => self.serve(stream, peer),
                 Err(e) => warn!(error = %e, "cannot register accepted socket"),
             },
             Incoming::Upgraded {
@@ -311,8 +348,12 @@ impl Shard {
         };
         client.attach(conn.clone());
         let flush = client.needs_flusher();
-        let reader =
-            tokio::task::spawn_local(crate::reader::run(self.clone(), who, conn, read_buf));
+        let reader = tokio::task::spawn_local(crate::engine::reader::run(
+            self.clone(),
+            who,
+            conn,
+            read_buf,
+        ));
         client.reader = Some(reader.abort_handle());
         drop(reg);
         if flush {

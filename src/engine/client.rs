@@ -299,7 +299,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{Opcode, encode, encode_close};
+    use crate::wire::frame::{Opcode, encode, encode_close};
 
     #[test]
     fn unattached_client_queues_until_budget() {

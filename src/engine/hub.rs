@@ -5,23 +5,20 @@
 //! clone into each shard's inbox — one hand-off per shard, never one per recipient.
 //! `Hub` is cheap to clone and can be used from any thread, inside or outside a runtime.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::engine::backplane::Backplane;
+use crate::engine::fanout::Published;
+use crate::engine::metrics::Metrics;
+use crate::engine::shard::ShardHandle;
 use crate::error::PublishError;
-use crate::fanout::Published;
-use crate::frame::{self, Opcode};
-use crate::metrics::Metrics;
-use crate::origin::OriginPolicy;
-use crate::shard::{Incoming, ShardHandle};
+use crate::wire::frame::{self, Opcode};
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 128;
@@ -57,9 +54,10 @@ impl std::fmt::Debug for Hub {
 
 pub(crate) struct HubInner {
     pub(crate) config: Config,
-    pub(crate) origins: OriginPolicy,
     pub(crate) shards: Box<[Arc<ShardHandle>]>,
     pub(crate) metrics: Metrics,
+    /// Where local publishes go besides the shards, when clustered.
+    backplane: OnceLock<Arc<dyn Backplane>>,
     pub(crate) shutdown: watch::Sender<bool>,
     /// Connections admitted (registered or about to be): the `--max-connections` gate.
     admitted: AtomicUsize,
@@ -75,9 +73,9 @@ impl Hub {
             .collect();
         Hub {
             inner: Arc::new(HubInner {
-                origins: OriginPolicy::new(&config.allow_origins),
                 shards,
                 metrics: Metrics::new(n),
+                backplane: OnceLock::new(),
                 shutdown: watch::Sender::new(false),
                 admitted: AtomicUsize::new(0),
                 next_shard: AtomicUsize::new(0),
@@ -141,30 +139,74 @@ impl Hub {
         .await
     }
 
-    /// Hands one encoded frame to every shard, never waiting: a shard whose inbox is full
-    /// drops it (counted, logged) and the caller gets [`PublishError::Overloaded`].
+    /// The publish seam, for a message published on this node: hands the encoded frame
+    /// to every local shard without waiting (a shard whose inbox is full drops it,
+    /// counted and logged, and the caller gets [`PublishError::Overloaded`]), then to
+    /// the backplane when clustered. Local subscribers never wait for the broker.
     pub(crate) fn publish_frame(
         &self,
         topic: Arc<str>,
         frame: Bytes,
     ) -> Result<usize, PublishError> {
         self.begin_publish()?;
+        let p = Published::new(topic, frame);
+        let result = self.hand_to_shards(&p);
+        self.forward(&p);
+        result
+    }
+
+    /// A message published on another node, received through the backplane: encoded
+    /// once here and handed to the local shards exactly like a local publish, but never
+    /// forwarded again. `born` is when it was published on its node.
+    pub fn publish_from_peer(
+        &self,
+        topic: &str,
+        opcode: Opcode,
+        payload: &[u8],
+        born: Instant,
+    ) -> Result<usize, PublishError> {
+        self.check_message(topic, payload)?;
+        self.begin_publish()?;
+        let mut p = Published::new(Arc::from(topic), frame::encode(opcode, payload));
+        p.born = born;
+        p.remote = true;
+        self.hand_to_shards(&p)
+    }
+
+    fn hand_to_shards(&self, p: &Published) -> Result<usize, PublishError> {
         let (mut recipients, mut dropped) = (0, 0);
         for shard in self.inner.shards.iter() {
-            recipients += shard.snapshot.load().subscribers(&topic).len();
-            let p = Published {
-                topic: topic.clone(),
-                frame: frame.clone(),
-            };
-            if shard.publish(p).is_err() {
+            recipients += shard.snapshot.load().subscribers(&p.topic).len();
+            if shard.publish(p.clone()).is_err() {
                 dropped += self.count_drop(shard);
             }
         }
-        self.settle(&topic, recipients, dropped)
+        self.settle(&p.topic, recipients, dropped)
     }
 
-    /// Hands one encoded frame to every shard, waiting (up to `patience`) for room in
-    /// full inboxes instead of dropping: the back-pressure path for publishers that can
+    /// Tells other nodes (when clustered) about a message published here. The payload
+    /// is a slice of the frame's buffer: nothing is copied for the backplane.
+    fn forward(&self, p: &Published) {
+        if let Some(backplane) = self.inner.backplane.get() {
+            if let Some((opcode, payload)) = frame::payload_of(&p.frame) {
+                backplane.publish(&p.topic, opcode, payload);
+            }
+        }
+    }
+
+    /// Plugs in the backplane (the cluster floor does, once, at start). Returns `false`
+    /// if one was set already.
+    pub fn set_backplane(&self, backplane: Arc<dyn Backplane>) -> bool {
+        self.inner.backplane.set(backplane).is_ok()
+    }
+
+    /// The backplane, when clustered.
+    pub(crate) fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
+        self.inner.backplane.get()
+    }
+
+    /// Like [`Hub::publish_frame`], but waiting (up to `patience`) for room in full
+    /// inboxes instead of dropping: the back-pressure path for publishers that can
     /// wait — a WebSocket client (its socket simply stops being read meanwhile) and
     /// `POST /publish`. Shards that got the frame keep it; on timeout the rest drop it
     /// (counted) and the caller gets [`PublishError::Overloaded`].
@@ -175,14 +217,22 @@ impl Hub {
         patience: Option<Duration>,
     ) -> Result<usize, PublishError> {
         self.begin_publish()?;
+        let p = Published::new(topic, frame);
+        let result = self.hand_to_shards_waiting(&p, patience).await;
+        self.forward(&p);
+        result
+    }
+
+    async fn hand_to_shards_waiting(
+        &self,
+        p: &Published,
+        patience: Option<Duration>,
+    ) -> Result<usize, PublishError> {
         let deadline = patience.map(|p| tokio::time::Instant::now() + p);
         let (mut recipients, mut dropped) = (0, 0);
         for shard in self.inner.shards.iter() {
-            recipients += shard.snapshot.load().subscribers(&topic).len();
-            let mut p = Published {
-                topic: topic.clone(),
-                frame: frame.clone(),
-            };
+            recipients += shard.snapshot.load().subscribers(&p.topic).len();
+            let mut p = p.clone();
             let mut waited = false;
             while let Err(back) = shard.publish(p) {
                 p = back;
@@ -204,7 +254,7 @@ impl Hub {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        self.settle(&topic, recipients, dropped)
+        self.settle(&p.topic, recipients, dropped)
     }
 
     fn begin_publish(&self) -> Result<(), PublishError> {
@@ -285,62 +335,6 @@ impl Hub {
     /// Whether a shutdown has started.
     pub fn is_shutting_down(&self) -> bool {
         *self.inner.shutdown.borrow()
-    }
-
-    /// Takes over a WebSocket upgrade request received by the embedder's own HTTP
-    /// service (hyper or axum over a `tokio::net::TcpStream`): checks origin, admission
-    /// and capacity, and returns the response to send — `101 Switching Protocols`, or an
-    /// error status. After the response is sent, the connection moves to a shard.
-    ///
-    /// Must be called inside a tokio runtime. The client receives messages published
-    /// after its shard adopted it (a few microseconds after the `101`).
-    pub fn upgrade<B>(
-        &self,
-        req: &mut Request<B>,
-        peer: Option<SocketAddr>,
-    ) -> Response<Full<Bytes>> {
-        let topics = match crate::upgrade::admit(self, req, peer) {
-            Ok(t) => t,
-            Err(resp) => return resp,
-        };
-        let on_upgrade = hyper::upgrade::on(&mut *req);
-        let response = match crate::upgrade::accept_response(req) {
-            Ok(r) => r,
-            Err(resp) => {
-                self.inner
-                    .metrics
-                    .reject(crate::metrics::Rejection::BadRequest);
-                self.release_slot();
-                return resp;
-            }
-        };
-        let hub = self.clone();
-        let id = self.next_client_id();
-        let shard = self.pick_shard();
-        tokio::spawn(async move {
-            let adopted = match on_upgrade.await {
-                Ok(upgraded) => crate::upgrade::into_tcp(upgraded)
-                    .and_then(|(s, buf)| Some((s.into_std().ok()?, buf))),
-                Err(_) => None,
-            };
-            match adopted {
-                Some((stream, read_buf)) => {
-                    hub.inner.shards[shard].hand_over(Incoming::Upgraded {
-                        stream,
-                        read_buf,
-                        topics,
-                        id,
-                    });
-                }
-                None => {
-                    tracing::warn!(
-                        "upgrade handed over, but the connection is not a tokio TcpStream or failed"
-                    );
-                    hub.release_slot();
-                }
-            }
-        });
-        response
     }
 
     pub(crate) fn pick_shard(&self) -> usize {

@@ -12,12 +12,13 @@
 //! as slow consumers. The shard acts on those lists; this module never blocks.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::client::Delivery;
-use crate::frame;
-use crate::registry::{ClientRef, Registry, Snapshot};
+use crate::engine::client::Delivery;
+use crate::engine::registry::{ClientRef, Registry, Snapshot};
+use crate::wire::frame;
 
 /// One encoded message on its way to one topic.
 #[derive(Debug, Clone)]
@@ -26,6 +27,23 @@ pub struct Published {
     pub topic: Arc<str>,
     /// The complete server frame, shared by every recipient.
     pub frame: Bytes,
+    /// When it was published (on its origin node, for messages from other nodes): the
+    /// start of the publish-to-socket latency.
+    pub born: Instant,
+    /// Whether it came from another node (the latency histograms keep the two apart).
+    pub remote: bool,
+}
+
+impl Published {
+    /// A message published on this node, now.
+    pub fn new(topic: Arc<str>, frame: Bytes) -> Self {
+        Published {
+            topic,
+            frame,
+            born: Instant::now(),
+            remote: false,
+        }
+    }
 }
 
 /// What a fan-out did, and what the shard must follow up. Reused between batches so that
@@ -132,8 +150,8 @@ pub fn fan_out(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Client;
-    use crate::frame::{Opcode, encode};
+    use crate::engine::client::Client;
+    use crate::wire::frame::{Opcode, encode};
 
     #[test]
     fn runs_are_joined_and_topics_isolated() {
@@ -146,18 +164,9 @@ mod tests {
         let f1 = encode(Opcode::Text, b"1");
         let f2 = encode(Opcode::Text, b"2");
         let batch = [
-            Published {
-                topic: a.clone(),
-                frame: f1.clone(),
-            },
-            Published {
-                topic: a.clone(),
-                frame: f2.clone(),
-            },
-            Published {
-                topic: b.clone(),
-                frame: f1.clone(),
-            },
+            Published::new(a.clone(), f1.clone()),
+            Published::new(a.clone(), f2.clone()),
+            Published::new(b.clone(), f1.clone()),
         ];
         let mut out = Outcome::default();
         fan_out_batch(&mut reg, &snap, &batch, usize::MAX, &mut out);

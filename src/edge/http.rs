@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /` | the demo page |
-//! | `GET /ws` | WebSocket upgrade ([`crate::upgrade`]) |
+//! | `GET /ws` | WebSocket upgrade ([`crate::edge::upgrade`]) |
 //! | `POST /publish/{topic}` | broadcast the body |
 //! | `GET /healthz` | liveness (503 while shutting down) |
 //! | `GET /metrics` | Prometheus counters |
@@ -22,11 +22,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use crate::edge::origin::OriginPolicy;
+use crate::edge::upgrade;
+use crate::engine::hub::Hub;
+use crate::engine::shard::Shard;
 use crate::error::PublishError;
-use crate::frame::Opcode;
-use crate::hub::Hub;
-use crate::shard::Shard;
-use crate::upgrade;
+use crate::wire::frame::Opcode;
 
 const PAGE: &str = include_str!("page.html");
 
@@ -34,12 +35,18 @@ const PAGE: &str = include_str!("page.html");
 const PUBLISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves HTTP on an accepted connection, on the current shard.
-pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    origins: Rc<OriginPolicy>,
+) {
     let timeout = shard.hub.inner.config.handshake_timeout;
     tokio::task::spawn_local(async move {
         let svc = service_fn(move |req| {
             let shard = shard.clone();
-            async move { Ok::<_, Infallible>(route(&shard, req, peer).await) }
+            let origins = origins.clone();
+            async move { Ok::<_, Infallible>(route(&shard, &origins, req, peer).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -52,11 +59,16 @@ pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     });
 }
 
-async fn route(shard: &Rc<Shard>, req: Request<Body>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn route(
+    shard: &Rc<Shard>,
+    origins: &OriginPolicy,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let hub = &shard.hub;
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::GET, "/ws") => upgrade::on_shard(shard, req, peer),
+        (&Method::GET, "/ws") => upgrade::on_shard(shard, origins, req, peer),
         (&Method::GET, "/") => with_type(
             Response::new(Full::new(Bytes::from_static(PAGE.as_bytes()))),
             "text/html; charset=utf-8",

@@ -1,0 +1,23 @@
+//! Floor 2 — the engine: who is connected, and getting every message to them.
+//!
+//! Reading bottom-up: a [`client`] owns one socket and its outbound queue; a
+//! [`registry`] holds a shard's clients in a slab behind a lock-free snapshot; the
+//! [`fanout`] writes one batch of shared frames to every subscriber in a snapshot; a
+//! shard (`shard`) is one thread that owns its clients, drains its inbox and runs the
+//! fan-out; the reader (`reader`) turns a client's bytes into messages; the [`hub`] is
+//! the thread-safe handle and the **one publish seam**: chat, `POST /publish`,
+//! `Hub::publish` and messages from other nodes all enter there, and local shards plus
+//! the optional [`backplane`] are all it hands them to.
+//!
+//! The engine knows nothing of HTTP or NATS. What it needs from above, it is given:
+//! a connection handler for accepted sockets (the edge's HTTP server) and a
+//! [`backplane::Backplane`] (the cluster).
+
+pub mod backplane;
+pub mod client;
+pub mod fanout;
+pub mod hub;
+pub mod metrics;
+pub(crate) mod reader;
+pub mod registry;
+pub(crate) mod shard;
