@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fanout;
