@@ -30,13 +30,16 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use hubcast::cluster::{Backplane, ClusterConfig, Kind};
+//! use hubcast::cluster::{Backplane, ClusterConfig, Dropped, Kind};
 //!
 //! # fn main() -> Result<(), hubcast::cluster::ClusterError> {
-//! let deliver = Arc::new(|topic: &str, _kind: Kind, payload: bytes::Bytes, _sent: Option<u64>| {
-//!     println!("{topic}: {} bytes from another node", payload.len());
-//!     Ok(())
-//! });
+//! // The engine implements `Deliver`; a closure does for a sketch.
+//! let deliver = Arc::new(
+//!     |topic: &str, _kind: Kind, payload: bytes::Bytes, _sent: Option<u64>| -> Result<(), Dropped> {
+//!         println!("{topic}: {} bytes from another node", payload.len());
+//!         Ok(())
+//!     },
+//! );
 //! let backplane = Backplane::start(ClusterConfig::default(), deliver)?;
 //! backplane.set_interest(0, "prices", true); // shard 0 has a subscriber of "prices"
 //! backplane.publish("prices", Kind::Text, bytes::Bytes::from_static(b"42"));
@@ -44,19 +47,21 @@
 //! # Ok(()) }
 //! ```
 
-
-// The backplane that uses the pure parts lands in the next commit.
-#![allow(dead_code)]
+mod backplane;
 mod config;
 mod error;
+mod events;
 mod interest;
 mod metrics;
+mod publisher;
+mod receiver;
 pub mod subject;
 mod throttle;
 mod wire;
 
 use bytes::Bytes;
 
+pub use backplane::Backplane;
 pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use metrics::Stats;

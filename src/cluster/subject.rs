@@ -249,7 +249,7 @@ mod tests {
             let bytes: Vec<u8> = (0..len)
                 .map(|_| {
                     let r = rng.next();
-                    if r % 3 == 0 {
+                    if r.is_multiple_of(3) {
                         (r >> 8) as u8
                     } else {
                         alphabet[(r >> 8) as usize % alphabet.len()]
