@@ -61,7 +61,7 @@ pub(crate) struct Shared {
     state: AtomicU8,
     deliver: Arc<dyn Deliver>,
     /// One log throttle per drop reason, indexed by `DropReason as usize`.
-    drop_log: [Throttle; 7],
+    drop_log: [Throttle; DropReason::COUNT],
 }
 
 impl std::fmt::Debug for Backplane {
@@ -221,8 +221,9 @@ impl Backplane {
         self.inner.shared.metrics.stats()
     }
 
-    /// Appends the `hubcast_backplane_*` metrics, rendered by `prometheus-client` in the
-    /// OpenMetrics text format without the closing `# EOF` (the caller ends the page).
+    /// Appends the `hubcast_backplane_*` metrics in the Prometheus text format (0.0.4),
+    /// rendered by `prometheus-client` from the backplane's own registry: ready to be
+    /// appended to the rest of `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
         self.inner.shared.metrics.render(out);
     }
@@ -285,6 +286,12 @@ impl Shared {
                 "backplane dropped a message"
             );
         }
+    }
+
+    /// [`Shared::drop_message`] for a message known by its subject.
+    pub(crate) fn drop_subject(&self, reason: DropReason, subject: &str, why: &str) {
+        let topic = self.subjects.topic_of(subject);
+        self.drop_message(reason, topic.as_deref().unwrap_or(subject), why);
     }
 
     /// Handles one message from NATS: skip echoes, refuse malformed ones, hand the rest to

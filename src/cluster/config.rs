@@ -121,6 +121,9 @@ impl ClusterConfig {
             // messages back (saves the bandwidth; the node id header is the fallback).
             .no_echo()
             .name(format!("hubcast-{node_id}"))
+            // A half-open connection (peer gone without a FIN) is given up when a third
+            // ping finds two unanswered: ~30 s instead of the default ~3 min of silence.
+            .ping_interval(Duration::from_secs(10))
             .reconnect_delay_callback(reconnect_delay);
         let options = self.with_auth(options)?;
         Ok(Prepared {

@@ -4,6 +4,7 @@
 //! happens to a message after [`super::Deliver::deliver`] is the engine's to count.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use prometheus_client::encoding::text::encode_registry;
 use prometheus_client::metrics::counter::Counter;
@@ -33,7 +34,8 @@ pub(crate) enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [DropReason; 7] = [
+    pub(crate) const COUNT: usize = 7;
+    const ALL: [DropReason; Self::COUNT] = [
         DropReason::QueueFull,
         DropReason::Disconnected,
         DropReason::InboxFull,
@@ -80,26 +82,26 @@ impl Metrics {
         let connected = Gauge::default();
         registry.register(
             "hubcast_backplane_connected",
-            "1 while connected to a NATS server, else 0.",
+            "1 while connected to a NATS server, else 0",
             connected.clone(),
         );
         // prometheus-client appends `_total` to counters.
         let published = Counter::default();
         registry.register(
             "hubcast_backplane_published",
-            "Messages handed to the NATS connection.",
+            "Messages handed to the NATS connection",
             published.clone(),
         );
         let received = Counter::default();
         registry.register(
             "hubcast_backplane_received",
-            "Messages from other nodes taken from NATS (own echoes excluded); those not delivered are also in dropped.",
+            "Messages from other nodes taken from NATS (own echoes excluded); those not delivered are also in dropped",
             received.clone(),
         );
         let family = Family::<Labels, Counter>::default();
         registry.register(
             "hubcast_backplane_dropped",
-            "Messages lost on the way through the backplane, by reason.",
+            "Messages lost on the way through the backplane, by reason",
             family.clone(),
         );
         // Created up front so that every reason shows (as 0) before its first drop.
@@ -107,32 +109,32 @@ impl Metrics {
         let reconnects = Counter::default();
         registry.register(
             "hubcast_backplane_reconnects",
-            "Connections re-established after a disconnect.",
+            "Connections re-established after a disconnect",
             reconnects.clone(),
         );
         let subscribed_topics = Gauge::default();
         registry.register(
             "hubcast_backplane_subscribed_topics",
-            "Topics this node is subscribed to on NATS.",
+            "Topics this node is subscribed to on NATS",
             subscribed_topics.clone(),
         );
         let subscribes = Counter::default();
         registry.register(
             "hubcast_backplane_subscribes",
-            "NATS subscriptions made (first local interest in a topic).",
+            "NATS subscriptions made (first local interest in a topic)",
             subscribes.clone(),
         );
         let unsubscribes = Counter::default();
         registry.register(
             "hubcast_backplane_unsubscribes",
-            "NATS subscriptions ended (a topic without local interest for the linger time).",
+            "NATS subscriptions ended (a topic without local interest for the linger time)",
             unsubscribes.clone(),
         );
         // 100 µs … 13 s.
         let latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         registry.register_with_unit(
             "hubcast_backplane_cross_node_latency",
-            "From publish on the sending node to the hand-over to the local shards on this one (includes clock skew between nodes).",
+            "From publish on the sending node to the hand-over to the local shards on this one (includes clock skew between nodes)",
             Unit::Seconds,
             latency.clone(),
         );
@@ -142,7 +144,7 @@ impl Metrics {
         #[cfg(debug_assertions)]
         registry.register(
             "hubcast_backplane_echo_skipped",
-            "Own messages that came back and were skipped (debug builds only).",
+            "Own messages that came back and were skipped (debug builds only)",
             echo_skipped.clone(),
         );
         Metrics {
@@ -169,11 +171,44 @@ impl Metrics {
         self.dropped[reason as usize].get()
     }
 
-    /// Appends the metrics in the text format (OpenMetrics text without the final
-    /// `# EOF`, so that it can be appended to other metrics).
+    /// Appends the metrics in the Prometheus text format (0.0.4), like the rest of
+    /// hubcast's `/metrics`.
+    ///
+    /// prometheus-client writes OpenMetrics, whose counter families are named without
+    /// `_total` in `# HELP`/`# TYPE` while their samples carry it; in the 0.0.4 format
+    /// they must match, so those lines get the suffix, and `# UNIT` lines (OpenMetrics
+    /// only) are left out. Runs per scrape, never on the message path.
     pub(crate) fn render(&self, out: &mut String) {
+        let mut open_metrics = String::with_capacity(4096);
         // Writing into a String cannot fail.
-        let _ = encode_registry(out, &self.registry);
+        let _ = encode_registry(&mut open_metrics, &self.registry);
+        let counters: Vec<&str> = open_metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        for line in open_metrics.lines() {
+            if line.starts_with("# UNIT ") {
+                continue;
+            }
+            let meta = ["# HELP ", "# TYPE "]
+                .into_iter()
+                .find_map(|p| Some((p, line.strip_prefix(p)?)));
+            match meta {
+                Some((p, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    if counters.contains(&name) {
+                        let _ = writeln!(out, "{p}{name}_total {tail}");
+                    } else {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -252,7 +287,16 @@ mod tests {
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
         }
-        assert!(!out.contains("# EOF"));
+        for line in [
+            "# TYPE hubcast_backplane_published_total counter",
+            "# HELP hubcast_backplane_published_total Messages handed to the NATS connection.",
+            "# TYPE hubcast_backplane_dropped_total counter",
+            "# TYPE hubcast_backplane_connected gauge",
+            "# TYPE hubcast_backplane_cross_node_latency_seconds histogram",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        assert!(!out.contains("# EOF") && !out.contains("# UNIT") && !out.contains(".."));
         assert_eq!(m.stats().dropped("inbox_full"), 1);
     }
 }

@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use async_nats::Client;
 use async_nats::connection::State as ClientState;
+use async_nats::{Client, Subject};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
@@ -75,12 +75,14 @@ async fn send(
     for out in batch.drain(..) {
         // The client's own view is updated the moment its connection task sees the socket
         // break, before the event reaches us: ask it per message (a read lock).
+        // Bytes inside: the clone kept for log lines is a reference count.
+        let subject = Subject::from(out.subject);
         if client.connection_state() != ClientState::Connected {
-            shared.drop_message(DropReason::Disconnected, "", "not connected to NATS");
+            shared.drop_subject(DropReason::Disconnected, &subject, "not connected to NATS");
             continue;
         }
         let headers = wire::headers(&shared.node_id, out.kind, out.sent_unix_nanos);
-        let publish = client.publish_with_headers(out.subject, headers, out.payload);
+        let publish = client.publish_with_headers(subject.clone(), headers, out.payload);
         tokio::pin!(publish);
         let result = match (&mut publish).now_or_never() {
             Some(result) => Some(result),
@@ -95,10 +97,14 @@ async fn send(
                 shared.metrics.published.inc();
             }
             Some(Err(e)) => {
-                shared.drop_message(DropReason::PublishError, "", &e.to_string());
+                shared.drop_subject(DropReason::PublishError, &subject, &e.to_string());
             }
             None => {
-                shared.drop_message(DropReason::Disconnected, "", "the NATS connection broke");
+                shared.drop_subject(
+                    DropReason::Disconnected,
+                    &subject,
+                    "the NATS connection broke",
+                );
             }
         }
     }

@@ -139,6 +139,11 @@ impl Subjects {
         })
     }
 
+    /// The topic of one of our subjects (for log lines about a subject).
+    pub(crate) fn topic_of(&self, subject: &str) -> Option<String> {
+        topic_of_token(subject.strip_prefix(&self.base)?)
+    }
+
     /// `<prefix>.t.<token>`: the subject a topic is published to and subscribed on.
     pub(crate) fn topic(&self, topic: &str) -> String {
         let mut s = String::with_capacity(self.base.len() + topic.len() + 8);
@@ -269,6 +274,8 @@ mod tests {
     fn subjects_live_under_the_prefix() {
         let s = Subjects::new("hubcast").expect("valid prefix");
         assert_eq!(s.topic("a.b"), "hubcast.t.a~2Eb");
+        assert_eq!(s.topic_of("hubcast.t.a~2Eb").as_deref(), Some("a.b"));
+        assert_eq!(s.topic_of("other.t.a"), None);
         let s = Subjects::new("prod.eu-1").expect("valid prefix");
         assert_eq!(s.topic("x"), "prod.eu-1.t.x");
     }
