@@ -111,8 +111,9 @@ fn text(s: &str) -> Bytes {
 }
 
 /// Makes sure `to`'s subscription of `topic` is live on the broker: `from` publishes
-/// probes until one arrives. (A SUB is sent asynchronously; this is the only way to know
-/// the server has it.) The probes stay in the inbox as `probe-N`.
+/// probes until one arrives (a SUB is sent asynchronously; this is the only way to know
+/// the server has it), then one last `probe-N-end` so that no probe is still under way
+/// when this returns. The probes stay in the inbox as `probe-N`.
 fn await_route(from: &Backplane, to: &Inbox, topic: &str) {
     static PROBES: AtomicUsize = AtomicUsize::new(0);
     let probe = format!("probe-{}", PROBES.fetch_add(1, Ordering::Relaxed));
@@ -124,6 +125,12 @@ fn await_route(from: &Backplane, to: &Inbox, topic: &str) {
             .iter()
             .any(|g| g.topic == topic && g.payload[..] == *probe.as_bytes())
         {
+            drop(got);
+            let end = format!("{probe}-end");
+            from.publish(topic, Kind::Text, text(&end));
+            to.wait_for(&end, |g| {
+                g.topic == topic && g.payload[..] == *end.as_bytes()
+            });
             return;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -340,4 +347,86 @@ fn nodes_on_different_servers_of_a_cluster_share_topics() {
     await_route(&b, &a_in, "x");
     cluster.server(0).restart();
     cluster.wait_routes();
+}
+
+#[test]
+fn every_message_is_published_delivered_or_counted_as_dropped() {
+    let server = NatsServer::start();
+    // A small queue, so that a burst overflows it.
+    let a = Backplane::start(
+        ClusterConfig {
+            queue_capacity: 16,
+            ..config(vec![server.url()])
+        },
+        Arc::new(Inbox::default()).deliver(),
+    )
+    .expect("backplane starts");
+    // b's engine refuses every third message of "burst" (a full inbox).
+    let b_in = Arc::new(Inbox::default());
+    let accepted = b_in.deliver();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refusing = {
+        let calls = calls.clone();
+        move |topic: &str, kind: Kind, payload: Bytes, sent: Option<u64>| {
+            if topic == "burst" && calls.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
+                return Err(Dropped);
+            }
+            accepted.deliver(topic, kind, payload, sent)
+        }
+    };
+    let b = Backplane::start(config(vec![server.url()]), Arc::new(refusing)).expect("starts");
+    eventually("both connected", || {
+        a.state() == State::Connected && b.state() == State::Connected
+    });
+    // "ready" is subscribed after "burst" on b's connection: once it is routed, so is
+    // "burst" (and no probe is counted below).
+    b.set_interest(0, "burst", true);
+    b.set_interest(0, "ready", true);
+    await_route(&a, &b_in, "ready");
+    let before = (a.stats(), b.stats());
+
+    const N: u64 = 20_000;
+    for i in 0..N {
+        a.publish("burst", Kind::Text, text(&format!("m{i}")));
+    }
+    // Sender: each publish went out or was counted.
+    eventually("a accounts for every publish", || {
+        let s = a.stats();
+        s.published + s.dropped("queue_full") - before.0.published == N
+    });
+    let sent = a.stats().published - before.0.published;
+    assert!(sent > 0);
+    // Receiver: everything sent arrived (loopback, one connection each: no loss), and
+    // each arrival was delivered or counted.
+    eventually("b receives what a sent", || {
+        b.stats().received - before.1.received == sent
+    });
+    let s = b.stats();
+    let delivered = b_in.texts("burst").len() as u64;
+    assert_eq!(
+        delivered + s.dropped("inbox_full"),
+        s.received - before.1.received,
+        "{s:?}"
+    );
+    assert!(s.dropped("inbox_full") > 0);
+    // Per-publisher order survives the drops.
+    let seq: Vec<u64> = b_in
+        .texts("burst")
+        .iter()
+        .filter_map(|t| t.strip_prefix('m')?.parse().ok())
+        .collect();
+    assert!(seq.windows(2).all(|w| w[0] < w[1]), "out of order");
+
+    // A message not published by hubcast (no headers) is counted as malformed.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let raw = async_nats::connect(server.url()).await.expect("raw client");
+        raw.publish("hubcast.t.burst", Bytes::from_static(b"raw"))
+            .await
+            .expect("publish");
+        raw.flush().await.expect("flush");
+    });
+    eventually("the raw message is counted as malformed", || {
+        b.stats().dropped("malformed") == 1
+    });
 }

@@ -254,7 +254,8 @@ impl Backplane {
 
 impl Shared {
     pub(crate) fn state(&self) -> State {
-        match self.state.load(Ordering::Relaxed) {
+        // Acquire/release: whoever sees a state also sees the counters updated before it.
+        match self.state.load(Ordering::Acquire) {
             s if s == State::Connected as u8 => State::Connected,
             s if s == State::Disconnected as u8 => State::Disconnected,
             _ => State::Connecting,
@@ -263,7 +264,7 @@ impl Shared {
 
     /// Sets the state, returning the previous one.
     pub(crate) fn set_state(&self, state: State) -> State {
-        let previous = self.state.swap(state as u8, Ordering::Relaxed);
+        let previous = self.state.swap(state as u8, Ordering::AcqRel);
         self.metrics
             .connected
             .set(i64::from(state == State::Connected));

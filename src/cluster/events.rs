@@ -57,14 +57,18 @@ impl Link {
     fn on_event(&self, event: Event) {
         match event {
             Event::Connected => {
-                let previous = self.set(State::Connected);
                 // After a change, the next failure is news again.
                 self.retry_log.reset();
-                if previous == State::Connected {
+                if self.shared.state() == State::Connected {
                     return;
                 }
-                if self.ever_connected.swap(true, Ordering::Relaxed) {
+                let reconnect = self.ever_connected.swap(true, Ordering::Relaxed);
+                // Counted before the state flips, so whoever sees `Connected` sees the count.
+                if reconnect {
                     self.shared.metrics.reconnects.inc();
+                }
+                self.set(State::Connected);
+                if reconnect {
                     info!(
                         node = %self.shared.node_id,
                         "backplane reconnected to NATS (subscriptions re-sent; messages published meanwhile were not carried)"
