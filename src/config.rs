@@ -183,10 +183,10 @@ impl Config {
         if self.handshake_timeout.is_zero() || self.body_timeout.is_zero() {
             return bad("handshake and body timeouts must be positive".into());
         }
-        if let Some(t) = &self.publish_token {
-            if t.is_empty() {
-                return bad("publish token must not be empty".into());
-            }
+        if let Some(t) = &self.publish_token
+            && t.is_empty()
+        {
+            return bad("publish token must not be empty".into());
         }
         if !self.listen.ip().is_loopback() && self.publish_token.is_none() {
             return bad(format!(

@@ -196,18 +196,18 @@ impl Client {
     }
 
     fn write_or_queue(&mut self, frame: &Bytes) -> io::Result<bool> {
-        if self.queue.is_empty() {
-            if let Some(conn) = &self.conn {
-                match conn.try_write(frame) {
-                    Ok(n) if n == frame.len() => return Ok(true),
-                    Ok(n) => {
-                        self.front_partial = n > 0;
-                        self.push(frame.slice(n..));
-                        return Ok(false);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+        if self.queue.is_empty()
+            && let Some(conn) = &self.conn
+        {
+            match conn.try_write(frame) {
+                Ok(n) if n == frame.len() => return Ok(true),
+                Ok(n) => {
+                    self.front_partial = n > 0;
+                    self.push(frame.slice(n..));
+                    return Ok(false);
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
         }
         self.push(frame.clone());

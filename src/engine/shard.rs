@@ -188,14 +188,15 @@ impl Shard {
             while let Some(incoming) = self.handle.incoming.pop() {
                 self.take(incoming);
             }
-            if let Some(t) = not_before.take() {
-                if !self.handle.inbox.is_empty() && Instant::now() < t {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(t.into()) => {}
-                        _ = shutdown.wait_for(|s| *s) => break,
-                    }
-                    continue;
+            if let Some(t) = not_before.take()
+                && !self.handle.inbox.is_empty()
+                && Instant::now() < t
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t.into()) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
                 }
+                continue;
             }
             {
                 let mut batch = self.batch.borrow_mut();

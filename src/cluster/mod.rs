@@ -1,0 +1,126 @@
+//! The cluster floor: a NATS backplane that lets several hubcast nodes share topics.
+//!
+//! # What it owns
+//! - **One NATS connection per node** ([`Backplane`]), on a thread of its own with its own
+//!   tokio runtime: shards and other callers never await the broker.
+//! - **Subjects** ([`subject`]): every topic maps to one escaped token under
+//!   `<prefix>.t.`; a raw topic never becomes part of a subject.
+//! - **Interest**: the node subscribes to a topic's subject when its first local
+//!   subscriber appears and unsubscribes a linger (1 s) after the last one left; bursts of
+//!   changes coalesce into at most one SUB/UNSUB per topic.
+//! - **The wire format**: payload = the raw message; headers `Hubcast-Node`,
+//!   `Hubcast-Kind`, `Hubcast-Sent`. A node skips its own echoes.
+//! - **Its metrics** (`hubcast_backplane_*`, a `prometheus-client` registry of its own).
+//!
+//! # What it must not do
+//! It imports nothing else from hubcast: it sits above the engine and reaches it only
+//! through [`Deliver`], which the engine implements (encode once, hand to the shards). It
+//! never blocks a caller: [`Backplane::publish`] and [`Backplane::set_interest`] only
+//! enqueue, and every message that cannot be carried is a counted drop with a
+//! rate-limited log line.
+//!
+//! # Delivery guarantees
+//! Core NATS is at most once. Per publisher order holds: a publisher lives on one node,
+//! its node publishes in call order over one connection, and each topic is received by
+//! one task in arrival order. While the node is disconnected, [`Backplane::publish`]
+//! drops (reason `disconnected`) instead of queueing for an outage of unknown length;
+//! messages the client had already accepted when the connection broke go out after the
+//! reconnect or are lost with the socket. The client re-sends SUB for every live
+//! subscription on reconnect; what was published while a node was away is gone.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use hubcast::cluster::{Backplane, ClusterConfig, Dropped, Kind};
+//!
+//! # fn main() -> Result<(), hubcast::cluster::ClusterError> {
+//! // The engine implements `Deliver`; a closure does for a sketch.
+//! let deliver = Arc::new(
+//!     |topic: &str, _kind: Kind, payload: bytes::Bytes, _sent: Option<u64>| -> Result<(), Dropped> {
+//!         println!("{topic}: {} bytes from another node", payload.len());
+//!         Ok(())
+//!     },
+//! );
+//! let backplane = Backplane::start(ClusterConfig::default(), deliver)?;
+//! backplane.set_interest(0, "prices", true); // shard 0 has a subscriber of "prices"
+//! backplane.publish("prices", Kind::Text, bytes::Bytes::from_static(b"42"));
+//! backplane.shutdown();
+//! # Ok(()) }
+//! ```
+
+mod backplane;
+mod config;
+mod error;
+mod events;
+mod interest;
+mod metrics;
+mod publisher;
+mod receiver;
+pub mod subject;
+mod throttle;
+mod wire;
+
+use bytes::Bytes;
+
+pub use backplane::Backplane;
+pub use config::ClusterConfig;
+pub use error::ClusterError;
+pub use metrics::Stats;
+
+/// The WebSocket message type of a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A text message: the payload is UTF-8 (checked again on receipt).
+    Text,
+    /// A binary message.
+    Binary,
+}
+
+/// The local inbox refused a message from another node (the node is behind); the
+/// backplane counts it as `dropped{reason="inbox_full"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the local inbox is full")]
+pub struct Dropped;
+
+/// What the node does with a message that came from another node: encode it once and hand
+/// it to the local shards. Implemented by the engine.
+///
+/// Called on the backplane's thread, one call per message, in arrival order per topic.
+/// It must never block (it would stall every topic): refuse with [`Dropped`] instead.
+pub trait Deliver: Send + Sync + 'static {
+    /// Hands one message to the local shards. `sent_at_unix_nanos` is when it was
+    /// published on its node, if known.
+    fn deliver(
+        &self,
+        topic: &str,
+        kind: Kind,
+        payload: Bytes,
+        sent_at_unix_nanos: Option<u64>,
+    ) -> Result<(), Dropped>;
+}
+
+/// Closures deliver too (tests, small programs).
+impl<F> Deliver for F
+where
+    F: Fn(&str, Kind, Bytes, Option<u64>) -> Result<(), Dropped> + Send + Sync + 'static,
+{
+    fn deliver(
+        &self,
+        topic: &str,
+        kind: Kind,
+        payload: Bytes,
+        sent_at_unix_nanos: Option<u64>,
+    ) -> Result<(), Dropped> {
+        self(topic, kind, payload, sent_at_unix_nanos)
+    }
+}
+
+/// The backplane's link to the broker, for `/healthz` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Started, not connected yet (the broker may be unreachable: the client keeps trying).
+    Connecting,
+    /// Connected to a NATS server.
+    Connected,
+    /// Lost the connection and trying to get it back, or shut down.
+    Disconnected,
+}
