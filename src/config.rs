@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hyper::{HeaderMap, StatusCode};
 
+use crate::cluster::ClusterConfig;
 use crate::error::Error;
 
 /// Default close code for a client that falls too far behind (RFC 6455: policy violation).
@@ -94,6 +95,9 @@ pub struct Config {
     pub coalesce: Duration,
     /// Optional admission hook (embedders only): accept or refuse each upgrade.
     pub admit: Option<Arc<AdmitFn>>,
+    /// Clustering over NATS (`--nats`): messages published on any node reach every
+    /// node's subscribers. `None` (the default): one node on its own.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -117,6 +121,7 @@ impl Default for Config {
             backlog: 8192,
             coalesce: Duration::from_millis(10),
             admit: None,
+            cluster: None,
         }
     }
 }
@@ -145,6 +150,7 @@ impl fmt::Debug for Config {
             .field("backlog", &self.backlog)
             .field("coalesce", &self.coalesce)
             .field("admit", &self.admit.as_ref().map(|_| "<hook>"))
+            .field("cluster", &self.cluster)
             .finish()
     }
 }

@@ -19,6 +19,10 @@ pub enum Error {
     /// Any other I/O failure while setting up (runtime, threads, sockets).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster backplane could not start (bad NATS settings; an unreachable broker
+    /// is not an error — the node starts and keeps trying).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A shard thread panicked.
     #[error("shard {0} panicked")]
     ShardPanicked(usize),

@@ -61,7 +61,13 @@ impl Server {
 
     fn start_inner(listener: TcpListener, config: Config) -> Result<Server, Error> {
         let local_addr = listener.local_addr()?;
+        let cluster = config.cluster.clone();
         let hub = Hub::new(config);
+        // Before any shard runs, so that the first subscriber's interest reaches it. An
+        // unreachable broker does not stop the start: the backplane keeps trying.
+        if let Some(cluster) = cluster {
+            crate::cluster::attach(&hub, cluster)?;
+        }
         let n = hub.inner.shards.len();
         let mut listener = Some(listener);
         let mut threads = Vec::with_capacity(n);
@@ -139,6 +145,10 @@ impl Server {
             if t.join().is_err() {
                 result = Err(Error::ShardPanicked(i));
             }
+        }
+        // The shards have delivered (and forwarded) everything: now the broker link.
+        if let Some(backplane) = self.hub.backplane() {
+            backplane.shutdown();
         }
         result
     }

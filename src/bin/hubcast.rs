@@ -77,6 +77,27 @@ struct Args {
     /// much latency; light rounds and an overloaded shard never wait. 0 disables.
     #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.01)]
     coalesce: f64,
+    /// Cluster over NATS: the seed servers of a NATS cluster (`nats://host:port`,
+    /// comma-separated). Messages published on any node reach every node's subscribers.
+    /// Without it, this is one node on its own.
+    #[arg(long, env = "HUBCAST_NATS", value_delimiter = ',')]
+    nats: Vec<String>,
+    /// First token of every NATS subject this cluster uses (`<prefix>.t.<topic>`), so
+    /// that several clusters can share one broker.
+    #[arg(long, env = "HUBCAST_NATS_PREFIX", default_value = "hubcast")]
+    nats_prefix: String,
+    /// NATS token authentication.
+    #[arg(long, env = "HUBCAST_NATS_TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "HUBCAST_NATS_USER")]
+    nats_user: Option<String>,
+    /// NATS password (with --nats-user).
+    #[arg(long, env = "HUBCAST_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// NATS credentials file (user JWT + NKey seed).
+    #[arg(long, env = "HUBCAST_NATS_CREDS")]
+    nats_creds: Option<std::path::PathBuf>,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -86,6 +107,7 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
 
 impl Args {
     fn into_config(self) -> anyhow::Result<hubcast::Config> {
+        let cluster = self.cluster();
         Ok(hubcast::Config {
             listen: self.listen,
             shards: self.shards,
@@ -105,6 +127,29 @@ impl Args {
             backlog: self.backlog,
             coalesce: seconds("coalesce", self.coalesce)?,
             admit: None,
+            cluster,
+        })
+    }
+
+    /// Clustering settings, when `--nats` names servers. The others need it.
+    fn cluster(&self) -> Option<hubcast::cluster::ClusterConfig> {
+        let urls: Vec<String> = self
+            .nats
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return None;
+        }
+        Some(hubcast::cluster::ClusterConfig {
+            urls,
+            prefix: self.nats_prefix.clone(),
+            token: self.nats_token.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            creds: self.nats_creds.clone(),
+            ..Default::default()
         })
     }
 }
@@ -115,10 +160,18 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // async-nats logs every retry at info; hubcast logs each state change once.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,async_nats=warn".into()),
         )
         .init();
-    let config = Args::parse().into_config()?;
+    let args = Args::parse();
+    if args.nats.is_empty()
+        && (args.nats_token.is_some() || args.nats_user.is_some() || args.nats_creds.is_some())
+    {
+        anyhow::bail!("--nats-token, --nats-user and --nats-creds need --nats");
+    }
+    let config = args.into_config()?;
 
     // Signals first, installed before the server starts: a SIGTERM right after start
     // must still drain, not kill.

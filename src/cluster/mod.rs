@@ -13,8 +13,10 @@
 //! - **Its metrics** (`hubcast_backplane_*`, a `prometheus-client` registry of its own).
 //!
 //! # What it must not do
-//! It imports nothing else from hubcast: it sits above the engine and reaches it only
-//! through [`Deliver`], which the engine implements (encode once, hand to the shards). It
+//! It sits above the engine and reaches it only through the engine's public seam:
+//! [`attach`] implements the engine's `Backplane` trait and delivers other nodes'
+//! messages through `Hub::publish_from_peer` (encode once, hand to the shards); the
+//! rest of this floor sees only [`Deliver`]. It
 //! never blocks a caller: [`Backplane::publish`] and [`Backplane::set_interest`] only
 //! enqueue, and every message that cannot be carried is a counted drop with a
 //! rate-limited log line.
@@ -47,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attach;
 mod backplane;
 mod config;
 mod error;
@@ -61,6 +64,7 @@ mod wire;
 
 use bytes::Bytes;
 
+pub use attach::attach;
 pub use backplane::Backplane;
 pub use config::ClusterConfig;
 pub use error::ClusterError;

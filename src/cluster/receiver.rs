@@ -19,6 +19,9 @@ use super::interest::Interest;
 /// coalescing in [`Interest`] sees it whole.
 const BATCH: usize = 4_096;
 
+/// Longest wait for the server to confirm a batch of new subscriptions.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(1);
+
 /// One `set_interest` call.
 pub(crate) struct InterestChange {
     pub(crate) shard: usize,
@@ -58,6 +61,7 @@ pub(crate) async fn run(
                 debug!(topic = %topic, "unsubscribed (no local interest)");
             }
         }
+        let had_subscribes = !actions.subscribe.is_empty();
         for topic in actions.subscribe {
             // Queued in the client's command queue; while disconnected it is sent after
             // the reconnect, together with the re-sent SUBs of the live subscriptions.
@@ -75,6 +79,12 @@ pub(crate) async fn run(
                     interest.subscribe_failed(&topic);
                 }
             }
+        }
+        if had_subscribes {
+            // A subscription counts once the server has it (a flush is a round trip), so
+            // the gauge below means "messages of these topics reach this node". Bounded:
+            // during an outage the SUBs go out with the reconnect anyway.
+            let _ = tokio::time::timeout(FLUSH_PATIENCE, client.flush()).await;
         }
         shared
             .metrics

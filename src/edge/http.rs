@@ -76,7 +76,13 @@ async fn route(
         (&Method::GET, "/healthz") if hub.is_shutting_down() => {
             upgrade::error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
         }
-        (&Method::GET, "/healthz") => upgrade::error(StatusCode::OK, "ok"),
+        (&Method::GET, "/healthz") => match hub.backplane() {
+            // Still 200 with the broker down: this node serves its own clients, and a
+            // broker outage is shared by every node — failing them all would take the
+            // whole service down for what is only a loss of cross-node traffic.
+            Some(b) => upgrade::error(StatusCode::OK, &format!("ok (cluster: {})", b.status())),
+            None => upgrade::error(StatusCode::OK, "ok"),
+        },
         (&Method::GET, "/metrics") => with_type(
             Response::new(Full::new(Bytes::from(hub.metrics_text()))),
             "text/plain; version=0.0.4",

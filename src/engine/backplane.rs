@@ -20,4 +20,16 @@ pub trait Backplane: Send + Sync + 'static {
     /// `topic`. Called from the shard at its snapshot rebuild, so a burst of connects
     /// to one topic costs one call.
     fn set_interest(&self, shard: usize, topic: &str, on: bool);
+
+    /// The link to other nodes in a word (`connected`, `disconnected`, …), for
+    /// `/healthz`.
+    fn status(&self) -> &'static str {
+        "attached"
+    }
+
+    /// Appends the backplane's own metrics (Prometheus text) to `/metrics`.
+    fn render_metrics(&self, _out: &mut String) {}
+
+    /// Sends what is queued and disconnects; called once the shards have stopped.
+    fn shutdown(&self) {}
 }

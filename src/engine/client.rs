@@ -153,12 +153,13 @@ impl Client {
             return Delivery::Skipped;
         }
         let replaceable = self.tail_pong && !(self.front_partial && self.queue.len() == 1);
-        if kind == Control::Pong && replaceable {
-            if let Some(tail) = self.queue.back_mut() {
-                self.queued = self.queued - tail.len() + frame.len();
-                *tail = frame.clone();
-                return Delivery::Queued;
-            }
+        if kind == Control::Pong
+            && replaceable
+            && let Some(tail) = self.queue.back_mut()
+        {
+            self.queued = self.queued - tail.len() + frame.len();
+            *tail = frame.clone();
+            return Delivery::Queued;
         }
         match self.write_or_queue(frame) {
             Ok(true) => Delivery::Sent,

@@ -6,7 +6,7 @@
 //! `Hub` is cheap to clone and can be used from any thread, inside or outside a runtime.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -52,7 +52,8 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-pub(crate) struct HubInner {
+/// The shared state behind every [`Hub`] handle (opaque outside the engine).
+pub struct HubInner {
     pub(crate) config: Config,
     pub(crate) shards: Box<[Arc<ShardHandle>]>,
     pub(crate) metrics: Metrics,
@@ -187,10 +188,10 @@ impl Hub {
     /// Tells other nodes (when clustered) about a message published here. The payload
     /// is a slice of the frame's buffer: nothing is copied for the backplane.
     fn forward(&self, p: &Published) {
-        if let Some(backplane) = self.inner.backplane.get() {
-            if let Some((opcode, payload)) = frame::payload_of(&p.frame) {
-                backplane.publish(&p.topic, opcode, payload);
-            }
+        if let Some(backplane) = self.inner.backplane.get()
+            && let Some((opcode, payload)) = frame::payload_of(&p.frame)
+        {
+            backplane.publish(&p.topic, opcode, payload);
         }
     }
 
@@ -201,8 +202,18 @@ impl Hub {
     }
 
     /// The backplane, when clustered.
-    pub(crate) fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
+    pub fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
         self.inner.backplane.get()
+    }
+
+    /// A handle that does not keep the hub alive (the backplane holds one).
+    pub fn downgrade(&self) -> Weak<HubInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The hub behind a [`Hub::downgrade`] handle, if it still exists.
+    pub fn upgrade_weak(weak: &Weak<HubInner>) -> Option<Hub> {
+        weak.upgrade().map(|inner| Hub { inner })
     }
 
     /// Like [`Hub::publish_frame`], but waiting (up to `patience`) for room in full
@@ -315,7 +326,11 @@ impl Hub {
 
     /// Every counter, in the Prometheus text format (what `GET /metrics` serves).
     pub fn metrics_text(&self) -> String {
-        self.inner.metrics.render()
+        let mut text = self.inner.metrics.render();
+        if let Some(backplane) = self.backplane() {
+            backplane.render_metrics(&mut text);
+        }
+        text
     }
 
     /// The configuration the server runs with.

@@ -97,9 +97,15 @@ impl Drop for TestServer {
 /// Starts the `hubcast` binary on 127.0.0.1:0 (2 shards, `RUST_LOG=warn`) and returns
 /// the process and the address from its banner line.
 pub fn spawn_binary() -> (std::process::Child, SocketAddr) {
+    spawn_binary_with(&[])
+}
+
+/// [`spawn_binary`] with extra flags.
+pub fn spawn_binary_with(extra: &[&str]) -> (std::process::Child, SocketAddr) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
         .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
