@@ -282,12 +282,7 @@ async fn response_head(addr: std::net::SocketAddr, request: &str) -> (u16, Strin
             head.push(b[0]);
         }
         let head = String::from_utf8_lossy(&head).into_owned();
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, head)
+        (status_of(&head), head)
     })
     .await
 }

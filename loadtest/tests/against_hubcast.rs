@@ -53,6 +53,24 @@ impl Drop for OtherProcess {
     }
 }
 
+/// 200 subscribers, 10 HTTP publishers at 1,000 msg/s for 2 s, generous SLO. One
+/// request in flight per connection: enough connections that a slow (debug-build,
+/// shared-CPU) round trip still keeps the rate.
+fn http_steady_args() -> Vec<String> {
+    [
+        "--subs=200",
+        "--pubs=10",
+        "--rate=1000",
+        "--duration=2",
+        "--drain=1",
+        "--settle=0.2",
+        "--threads=2",
+        "--slo-ms=1000",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn run_loadtest(args: &[String]) -> Report {
     let mut argv = vec!["hubcast-loadtest".to_string()];
     argv.extend_from_slice(args);
@@ -118,20 +136,12 @@ fn http_publishers_exact_delivery() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_server();
     let addr = server.local_addr();
-    let report = run_loadtest(&[
+    let mut args = vec![
         format!("--url=ws://{addr}/ws?topic=h"),
         format!("--publish-http=http://{addr}/publish/h"),
-        "--subs=200".into(),
-        // One request in flight per connection: enough connections that a
-        // slow (debug-build, shared-CPU) round trip still keeps the rate.
-        "--pubs=10".into(),
-        "--rate=1000".into(),
-        "--duration=2".into(),
-        "--drain=1".into(),
-        "--settle=0.2".into(),
-        "--threads=2".into(),
-        "--slo-ms=1000".into(),
-    ]);
+    ];
+    args.extend(http_steady_args());
+    let report = run_loadtest(&args);
     assert_exact(&report, 200);
     let http = report.steps[0].http.as_ref().expect("http figures");
     assert_eq!((http.rejected, http.unanswered), (0, 0));
@@ -188,20 +198,14 @@ fn subscribers_round_robin_over_two_urls_exact_delivery() {
     let me = std::process::id();
     let url_a = format!("ws://{addr}/ws?topic=m");
     let url_b = format!("ws://{addr}/ws?topic=m&n=2");
-    let report = run_loadtest(&[
+    let mut args = vec![
         format!("--url={url_a},{url_b}"),
         format!("--publish-http=http://{addr}/publish/m"),
-        "--subs=200".into(),
-        "--pubs=10".into(),
-        "--rate=1000".into(),
-        "--duration=2".into(),
-        "--drain=1".into(),
-        "--settle=0.2".into(),
-        "--threads=2".into(),
-        "--slo-ms=1000".into(),
         format!("--server-pid={me}"),
         format!("--server-pid={}", other.pid()),
-    ]);
+    ];
+    args.extend(http_steady_args());
+    let report = run_loadtest(&args);
     assert_exact(&report, 200);
 
     // Round-robin: half the subscribers on each URL, as the server saw them.

@@ -178,6 +178,15 @@ pub async fn http_status(addr: SocketAddr, request: &str) -> u16 {
     .await
 }
 
+/// The status code of a response that starts with its status line (0 if none).
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Sends a raw HTTP/1.1 request (connection closed after) and returns status and body.
 pub async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
     within(async {
@@ -186,11 +195,7 @@ pub async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.expect("read");
         let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
+        let status = status_of(&text);
         let body = text
             .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_owned())
