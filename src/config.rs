@@ -11,6 +11,7 @@ use std::time::Duration;
 use hyper::{HeaderMap, StatusCode};
 
 use crate::cluster::ClusterConfig;
+use crate::engine::history::HistoryConfig;
 use crate::error::Error;
 
 /// Default close code for a client that falls too far behind (RFC 6455: policy violation).
@@ -95,6 +96,20 @@ pub struct Config {
     pub coalesce: Duration,
     /// Optional admission hook (embedders only): accept or refuse each upgrade.
     pub admit: Option<Arc<AdmitFn>>,
+    /// Messages kept per topic for protocol v1 recovery (`--history-size`); 0 = none
+    /// (offsets and epochs are still kept).
+    pub history_size: usize,
+    /// How long a message stays in the history (`--history-ttl`); `None` = until pushed
+    /// out by `history_size`.
+    pub history_ttl: Option<Duration>,
+    /// Most topics whose offsets and history are kept; past it the least recently used
+    /// topic is forgotten (its epoch changes).
+    pub history_topics: usize,
+    /// Most messages one recovery may replay (`--max-recovery`); a longer gap is
+    /// answered `recovered: false`.
+    pub max_recovery: usize,
+    /// Most topics one protocol v1 client may subscribe to (`--max-topics-per-client`).
+    pub max_topics_per_client: usize,
     /// Clustering over NATS (`--nats`): messages published on any node reach every
     /// node's subscribers. `None` (the default): one node on its own.
     pub cluster: Option<ClusterConfig>,
@@ -121,6 +136,11 @@ impl Default for Config {
             backlog: 8192,
             coalesce: Duration::from_millis(10),
             admit: None,
+            history_size: 0,
+            history_ttl: None,
+            history_topics: 100_000,
+            max_recovery: 1000,
+            max_topics_per_client: 100,
             cluster: None,
         }
     }
@@ -150,6 +170,11 @@ impl fmt::Debug for Config {
             .field("backlog", &self.backlog)
             .field("coalesce", &self.coalesce)
             .field("admit", &self.admit.as_ref().map(|_| "<hook>"))
+            .field("history_size", &self.history_size)
+            .field("history_ttl", &self.history_ttl)
+            .field("history_topics", &self.history_topics)
+            .field("max_recovery", &self.max_recovery)
+            .field("max_topics_per_client", &self.max_topics_per_client)
             .field("cluster", &self.cluster)
             .finish()
     }
@@ -162,6 +187,15 @@ impl Config {
             self.shards
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The history's settings.
+    pub fn history_config(&self) -> HistoryConfig {
+        HistoryConfig {
+            size: self.history_size,
+            ttl: self.history_ttl,
+            max_topics: self.history_topics,
         }
     }
 
@@ -179,6 +213,12 @@ impl Config {
         }
         if self.max_message_size == 0 {
             return bad("max message size must be positive".into());
+        }
+        if self.history_topics == 0 || self.max_topics_per_client == 0 {
+            return bad("history topics and max topics per client must be positive".into());
+        }
+        if self.history_ttl.is_some_and(|t| t.is_zero()) {
+            return bad("history ttl must be positive (leave it unset for none)".into());
         }
         if self.inbox_capacity == 0 {
             return bad("inbox capacity must be positive".into());

@@ -14,8 +14,16 @@ use hubcast::wire::frame::{Opcode, encode};
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The allocation counter is global: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn fan_out_allocates_nothing_per_recipient() {
+    let _turn = serial();
     const N: usize = 5_000;
     let mut reg = Registry::new();
     let t = reg.intern("t");
@@ -49,4 +57,64 @@ fn fan_out_allocates_nothing_per_recipient() {
     fan_out_batch(&mut reg, &snap, &three, usize::MAX, &mut out);
     assert_eq!(allocations() - before, 2);
     assert_eq!(out.deliveries, 3 * N as u64);
+}
+
+#[test]
+fn v1_fan_out_allocates_nothing_per_recipient_with_or_without_floors() {
+    let _turn = serial();
+    const N: usize = 5_000;
+    let mut reg = Registry::new();
+    let t = reg.intern("t");
+    let mut floored = Vec::new();
+    for i in 0..N {
+        let mut c = Client::new_v1(i as u64, Box::new([]));
+        // Half of them subscribed at position 5: pushes up to 5 are skipped for them.
+        if i % 2 == 0 {
+            c.subscribe(t.clone(), 5);
+        } else {
+            c.subscribe(t.clone(), 0);
+        }
+        floored.push(reg.insert(c));
+    }
+    // A plain client too: both encodings go out, each shared by its kind.
+    reg.insert(Client::new(N as u64, Box::new([t.clone()])));
+    let snap = reg.rebuild();
+    assert_eq!(snap.v1("t").len(), N);
+    let msg = |offset: u64| {
+        let mut p = Published::new(t.clone(), encode(Opcode::Text, b"{\"x\":1}"));
+        p.offset = offset;
+        p.push = Some(encode(
+            Opcode::Text,
+            &hubcast::wire::v1::push("t", offset, Opcode::Text, b"{\"x\":1}"),
+        ));
+        p
+    };
+    let mut out = Outcome::default();
+    // Warm-up: queues grow once; floors at 5 are passed by offset 6 and dropped.
+    let warm: Vec<Published> = (4..=7).map(msg).collect();
+    fan_out_batch(&mut reg, &snap, &warm, usize::MAX, &mut out);
+    assert_eq!(out.deliveries, (N / 2 * 4 + N / 2 * 2 + 4) as u64);
+    for (_, c) in reg.iter_mut() {
+        c.discard_queue();
+    }
+    out.clear();
+    let msgs: Vec<Published> = (8..18).map(msg).collect();
+    let before = allocations();
+    for m in msgs.chunks(1) {
+        fan_out_batch(&mut reg, &snap, m, usize::MAX, &mut out);
+        for (_, c) in reg.iter_mut() {
+            c.discard_queue();
+        }
+        out.clear();
+    }
+    // Per message, not per recipient: each of its two encodings (plain frame, push)
+    // allocates its shared reference count on its first share — with 5,001 recipients
+    // as with one.
+    let allocs = allocations() - before;
+    assert_eq!(
+        allocs,
+        2 * 10,
+        "{allocs} allocations for {} deliveries",
+        10 * (N + 1)
+    );
 }

@@ -77,6 +77,23 @@ struct Args {
     /// much latency; light rounds and an overloaded shard never wait. 0 disables.
     #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.01)]
     coalesce: f64,
+    /// Messages kept per topic so that protocol v1 clients can recover what they missed
+    /// after a reconnect; 0 = no history.
+    #[arg(long, env = "HUBCAST_HISTORY_SIZE", default_value_t = 0)]
+    history_size: usize,
+    /// Seconds a message stays in the history (unset: until pushed out by --history-size).
+    #[arg(long, env = "HUBCAST_HISTORY_TTL")]
+    history_ttl: Option<f64>,
+    /// Most topics whose offsets and history are kept (the least recently used beyond it
+    /// is forgotten: its clients cannot recover).
+    #[arg(long, env = "HUBCAST_HISTORY_TOPICS", default_value_t = 100_000)]
+    history_topics: usize,
+    /// Most messages one recovery may replay; a longer gap is answered recovered:false.
+    #[arg(long, env = "HUBCAST_MAX_RECOVERY", default_value_t = 1000)]
+    max_recovery: usize,
+    /// Most topics one protocol v1 client may subscribe to.
+    #[arg(long, env = "HUBCAST_MAX_TOPICS_PER_CLIENT", default_value_t = 100)]
+    max_topics_per_client: usize,
     /// Cluster over NATS: the seed servers of a NATS cluster (`nats://host:port`,
     /// comma-separated). Messages published on any node reach every node's subscribers.
     /// Without it, this is one node on its own.
@@ -127,6 +144,14 @@ impl Args {
             backlog: self.backlog,
             coalesce: seconds("coalesce", self.coalesce)?,
             admit: None,
+            history_size: self.history_size,
+            history_ttl: self
+                .history_ttl
+                .map(|t| seconds("history-ttl", t))
+                .transpose()?,
+            history_topics: self.history_topics,
+            max_recovery: self.max_recovery,
+            max_topics_per_client: self.max_topics_per_client,
             cluster,
         })
     }

@@ -88,7 +88,22 @@ async fn route(
             "text/plain; version=0.0.4",
         ),
         (&Method::POST, p) if p.starts_with("/publish/") => publish(hub, req).await,
-        (_, "/ws" | "/" | "/healthz" | "/metrics") => not_allowed("GET"),
+        (&Method::GET, "/topics") => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "topics": hub
+                    .topics()
+                    .into_iter()
+                    .map(|(topic, subscribers)| serde_json::json!({
+                        "topic": topic,
+                        "subscribers": subscribers,
+                    }))
+                    .collect::<Vec<_>>(),
+            }),
+        ),
+        (&Method::GET, p) if p.starts_with("/topics/") => topic_info(hub, &p["/topics/".len()..]),
+        (_, "/ws" | "/" | "/healthz" | "/metrics" | "/topics") => not_allowed("GET"),
+        (_, p) if p.starts_with("/topics/") => not_allowed("GET"),
         (_, p) if p.starts_with("/publish/") => not_allowed("POST"),
         _ => upgrade::error(StatusCode::NOT_FOUND, "not found"),
     }
@@ -118,6 +133,26 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
 
 fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({ "error": message }))
+}
+
+/// `GET /topics/{topic}`: subscribers on this node, and the topic's position (offset 0
+/// and no epoch for a topic never published or subscribed to — a read never creates
+/// one).
+fn topic_info(hub: &Hub, raw: &str) -> Response<Full<Bytes>> {
+    let topic = match upgrade::decode_topic(raw) {
+        Ok(t) => t,
+        Err(reason) => return json_error(StatusCode::BAD_REQUEST, &reason),
+    };
+    let position = hub.history().peek(&topic);
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "topic": topic,
+            "subscribers": hub.subscribers(&topic),
+            "offset": position.as_ref().map_or(0, |p| p.offset),
+            "epoch": position.map(|p| p.epoch),
+        }),
+    )
 }
 
 /// The credentials of an `Authorization: Bearer …` header (the scheme is
@@ -208,9 +243,14 @@ async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
         .publish_message_wait(&topic, opcode, &body, PUBLISH_PATIENCE)
         .await
     {
-        Ok(n) => json(
+        Ok(r) => json(
             StatusCode::OK,
-            serde_json::json!({ "topic": topic, "recipients": n }),
+            serde_json::json!({
+                "topic": topic,
+                "recipients": r.recipients,
+                "offset": r.offset,
+                "epoch": r.epoch,
+            }),
         ),
         Err(e @ PublishError::InvalidTopic) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e @ PublishError::TooLarge { .. }) => {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -29,9 +29,13 @@ use crate::edge::origin::OriginPolicy;
 use crate::engine::hub::{DEFAULT_TOPIC, Hub, MAX_TOPIC_LEN};
 use crate::engine::metrics::Rejection;
 use crate::engine::shard::{Incoming, Shard};
+use crate::wire::v1;
 
 /// Most topics one connection may join.
 pub const MAX_TOPICS: usize = 64;
+
+/// Every response of the upgrade path.
+pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// A plain-text error response.
 pub(crate) fn error(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
@@ -57,8 +61,13 @@ pub(crate) fn decode_topic(raw: &str) -> Result<String, String> {
     Ok(topic.into_owned())
 }
 
-/// Topics named in the query (`?topic=a&topic=b`), or the default topic.
-pub(crate) fn topics_from_query(query: Option<&str>) -> Result<Vec<String>, String> {
+/// Topics named in the query (`?topic=a&topic=b`), or the default topic — for plain
+/// clients: a protocol v1 client that names none starts with none (`default_topic`
+/// false) and subscribes with commands.
+pub(crate) fn topics_from_query(
+    query: Option<&str>,
+    default_topic: bool,
+) -> Result<Vec<String>, String> {
     let mut topics: Vec<String> = Vec::new();
     for pair in query.unwrap_or("").split('&') {
         let Some(raw) = pair.strip_prefix("topic=") else {
@@ -72,7 +81,7 @@ pub(crate) fn topics_from_query(query: Option<&str>) -> Result<Vec<String>, Stri
             return Err(format!("at most {MAX_TOPICS} topics per connection"));
         }
     }
-    if topics.is_empty() {
+    if topics.is_empty() && default_topic {
         topics.push(DEFAULT_TOPIC.to_owned());
     }
     Ok(topics)
@@ -111,7 +120,7 @@ pub(crate) fn admit<B>(
             "origin not allowed",
         );
     }
-    let topics = match topics_from_query(req.uri().query()) {
+    let topics = match topics_from_query(req.uri().query(), !offers_v1(req)) {
         Ok(t) => t,
         Err(reason) => return refuse(Rejection::BadRequest, StatusCode::BAD_REQUEST, &reason),
     };
@@ -183,14 +192,34 @@ fn is_valid_key(key: &[u8]) -> bool {
         .is_ok_and(|nonce| nonce.len() == 16)
 }
 
-/// The `101` response. The request must have passed [`check_handshake`] (through
-/// [`admit`]), and the caller must have taken the request's `OnUpgrade` already.
-pub(crate) fn accept_response<B>(
-    req: &mut Request<B>,
-) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+/// Whether the request offers the `hubcast.v1` subprotocol.
+fn offers_v1<B>(req: &Request<B>) -> bool {
+    v1::offers_v1(
+        req.headers()
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+}
+
+/// The `101` response, and whether the client speaks protocol v1: when it offers the
+/// `hubcast.v1` subprotocol, the response selects it. The request must have passed
+/// [`check_handshake`] (through [`admit`]), and the caller must have taken the
+/// request's `OnUpgrade` already.
+pub(crate) fn accept_response<B>(req: &mut Request<B>) -> Result<(Reply, bool), Reply> {
+    let v1 = offers_v1(req);
     match fastwebsockets::upgrade::upgrade(req) {
         // The returned future is unused: the caller already holds hyper's `OnUpgrade`.
-        Ok((resp, _)) => Ok(resp.map(|_| Full::new(Bytes::new()))),
+        Ok((resp, _)) => {
+            let mut resp = resp.map(|_| Full::new(Bytes::new()));
+            if v1 {
+                resp.headers_mut().insert(
+                    SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(v1::SUBPROTOCOL),
+                );
+            }
+            Ok((resp, v1))
+        }
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,
             &format!("bad WebSocket handshake: {e}"),
@@ -229,7 +258,7 @@ impl Hub {
             Err(resp) => return resp,
         };
         let on_upgrade = hyper::upgrade::on(&mut *req);
-        let response = match accept_response(req) {
+        let (response, v1) = match accept_response(req) {
             Ok(r) => r,
             Err(resp) => {
                 self.inner.metrics.reject(Rejection::BadRequest);
@@ -254,6 +283,7 @@ impl Hub {
                         read_buf,
                         topics,
                         id,
+                        v1,
                     });
                 }
                 None => {
@@ -281,7 +311,7 @@ pub(crate) fn on_shard<B>(
         Err(resp) => return resp,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let response = match accept_response(&mut req) {
+    let (response, v1) = match accept_response(&mut req) {
         Ok(r) => r,
         Err(resp) => {
             hub.inner.metrics.reject(Rejection::BadRequest);
@@ -289,7 +319,7 @@ pub(crate) fn on_shard<B>(
             return resp;
         }
     };
-    let who = shard.register(hub.next_client_id(), &topics);
+    let who = shard.register(hub.next_client_id(), &topics, v1);
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
         match on_upgrade.await.ok().and_then(into_tcp) {
@@ -352,23 +382,30 @@ mod tests {
 
     #[test]
     fn topics_default_dedupe_and_decode() {
-        assert_eq!(topics_from_query(None).expect("ok"), vec!["default"]);
-        assert_eq!(topics_from_query(Some("x=1")).expect("ok"), vec!["default"]);
+        assert_eq!(topics_from_query(None, true).expect("ok"), vec!["default"]);
         assert_eq!(
-            topics_from_query(Some("topic=a&topic=b%20c&topic=a")).expect("ok"),
+            topics_from_query(Some("x=1"), true).expect("ok"),
+            vec!["default"]
+        );
+        assert_eq!(
+            topics_from_query(Some("topic=a&topic=b%20c&topic=a"), true).expect("ok"),
             vec!["a", "b c"]
         );
-        assert!(topics_from_query(Some("topic=")).is_err());
+        assert!(topics_from_query(Some("topic="), true).is_err());
+        assert!(
+            topics_from_query(None, false).expect("ok").is_empty(),
+            "a v1 client starts with no topic"
+        );
         assert_eq!(
-            topics_from_query(Some("topic=a+b")).expect("ok"),
+            topics_from_query(Some("topic=a+b"), true).expect("ok"),
             vec!["a+b"],
             "+ is not a space"
         );
         assert!(
-            topics_from_query(Some("topic=%ff")).is_err(),
+            topics_from_query(Some("topic=%ff"), true).is_err(),
             "invalid UTF-8 is refused"
         );
         let long = format!("topic={}", "x".repeat(MAX_TOPIC_LEN + 1));
-        assert!(topics_from_query(Some(&long)).is_err());
+        assert!(topics_from_query(Some(&long), true).is_err());
     }
 }

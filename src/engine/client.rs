@@ -89,6 +89,19 @@ pub struct Client {
     /// Our close frame is queued or sent: never send a second one.
     pub(crate) close_sent: bool,
     pub(crate) reader: Option<AbortHandle>,
+    /// A v1 client has a floor on some topic (checked before looking at `v1`).
+    pub(crate) has_floor: bool,
+    /// Protocol v1 state; `None` for plain clients (who pay one pointer for it).
+    v1: Option<Box<V1State>>,
+}
+
+/// What a protocol v1 client needs beyond a plain one.
+#[derive(Debug, Default)]
+pub struct V1State {
+    /// Per topic, the highest offset this client must not get live: it subscribed at that
+    /// position (or was replayed up to it), while older messages may still sit in the
+    /// shard's inbox. Removed once the fan-out has passed it.
+    floors: Vec<(Arc<str>, u64)>,
 }
 
 impl Client {
@@ -108,7 +121,79 @@ impl Client {
             close_received: false,
             close_sent: false,
             reader: None,
+            has_floor: false,
+            v1: None,
         }
+    }
+
+    /// A client speaking protocol v1 (`hubcast.v1`): it gets pushes, not plain frames.
+    pub fn new_v1(id: u64, topics: Box<[Arc<str>]>) -> Self {
+        let mut c = Client::new(id, topics);
+        c.v1 = Some(Box::default());
+        c
+    }
+
+    /// Whether the client speaks protocol v1.
+    #[inline]
+    pub fn is_v1(&self) -> bool {
+        self.v1.is_some()
+    }
+
+    /// Whether the client is subscribed to `topic`.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| &**t == topic)
+    }
+
+    /// Adds `topic` (interned by the caller); live messages with offsets up to `floor`
+    /// will not be delivered (they are covered by the reply's position or a replay).
+    pub fn subscribe(&mut self, topic: Arc<str>, floor: u64) {
+        let mut topics = std::mem::take(&mut self.topics).into_vec();
+        topics.push(topic.clone());
+        self.topics = topics.into_boxed_slice();
+        if let Some(v1) = self.v1.as_deref_mut() {
+            v1.floors.retain(|(t, _)| *t != topic);
+            v1.floors.push((topic, floor));
+            self.has_floor = true;
+        }
+    }
+
+    /// Removes `topic`; returns whether the client had it.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        if !self.has_topic(topic) {
+            return false;
+        }
+        let mut topics = std::mem::take(&mut self.topics).into_vec();
+        topics.retain(|t| &**t != topic);
+        self.topics = topics.into_boxed_slice();
+        if let Some(v1) = self.v1.as_deref_mut() {
+            v1.floors.retain(|(t, _)| &**t != topic);
+            self.has_floor = !v1.floors.is_empty();
+        }
+        true
+    }
+
+    /// Of a run of pushes of `topic` with `offsets` (increasing), the index of the first
+    /// one this client gets live: 0 without a floor, `offsets.len()` when all are covered.
+    /// A floor the run has passed is dropped.
+    #[inline]
+    pub fn first_live(&mut self, topic: &str, offsets: &[u64]) -> usize {
+        if !self.has_floor {
+            return 0;
+        }
+        let Some(v1) = self.v1.as_deref_mut() else {
+            return 0;
+        };
+        let Some(i) = v1.floors.iter().position(|(t, _)| &**t == topic) else {
+            return 0;
+        };
+        let floor = v1.floors[i].1;
+        let first = offsets.partition_point(|&o| o <= floor);
+        if first < offsets.len() {
+            // Every later message has a higher offset: the floor has done its job.
+            v1.floors.swap_remove(i);
+            self.has_floor = !v1.floors.is_empty();
+        }
+        first
     }
 
     /// Gives the client its socket (after the upgrade completed).

@@ -16,9 +16,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::engine::client::Delivery;
+use crate::engine::client::{Client, Delivery};
 use crate::engine::registry::{ClientRef, Registry, Snapshot};
-use crate::wire::frame;
+use crate::wire::frame::{self, Opcode};
+use crate::wire::v1;
 
 /// One encoded message on its way to one topic.
 #[derive(Debug, Clone)]
@@ -32,6 +33,12 @@ pub struct Published {
     pub born: Instant,
     /// Whether it came from another node (the latency histograms keep the two apart).
     pub remote: bool,
+    /// Its offset in the topic (1, 2, 3, … in publish order), for protocol v1 pushes.
+    pub offset: u64,
+    /// The protocol v1 push frame (`{"topic":…,"offset":…,"data":…}`), encoded once at
+    /// publish when some shard had v1 subscribers of the topic; otherwise a shard that
+    /// finds some encodes it itself.
+    pub push: Option<Bytes>,
 }
 
 impl Published {
@@ -42,6 +49,8 @@ impl Published {
             frame,
             born: Instant::now(),
             remote: false,
+            offset: 0,
+            push: None,
         }
     }
 }
@@ -61,6 +70,9 @@ pub struct Outcome {
     /// Clients whose socket failed.
     pub failed: Vec<ClientRef>,
     frames: Vec<Bytes>,
+    /// Offsets of the run's pushes, and where each starts in the joined buffer.
+    offsets: Vec<u64>,
+    starts: Vec<usize>,
 }
 
 impl Outcome {
@@ -72,7 +84,21 @@ impl Outcome {
         self.over_budget.clear();
         self.failed.clear();
         self.frames.clear();
+        self.offsets.clear();
+        self.starts.clear();
     }
+}
+
+/// The v1 push frame of `p` (encoded once at publish, or here when it was not).
+fn push_frame(p: &Published) -> Bytes {
+    if let Some(push) = &p.push {
+        return push.clone();
+    }
+    let (opcode, payload) = frame::payload_of(&p.frame).unwrap_or((Opcode::Text, Bytes::new()));
+    frame::encode(
+        Opcode::Text,
+        &v1::push(&p.topic, p.offset, opcode, &payload),
+    )
 }
 
 /// Delivers `batch` (in order) to the subscribers named by `snapshot`.
@@ -90,21 +116,97 @@ pub fn fan_out_batch(
         while end < batch.len() && batch[end].topic == *topic {
             end += 1;
         }
-        out.frames.clear();
-        out.frames
-            .extend(batch[start..end].iter().map(|p| p.frame.clone()));
-        let joined = frame::join(&out.frames);
-        let count = (end - start) as u64;
-        fan_out(
-            registry,
-            snapshot.subscribers(topic),
-            &joined,
-            count,
-            budget,
-            out,
-        );
+        let run = &batch[start..end];
+        let count = run.len() as u64;
+        let plain = snapshot.plain(topic);
+        if !plain.is_empty() {
+            out.frames.clear();
+            out.frames.extend(run.iter().map(|p| p.frame.clone()));
+            let joined = frame::join(&out.frames);
+            fan_out(registry, plain, &joined, count, budget, out);
+        }
+        let v1 = snapshot.v1(topic);
+        if !v1.is_empty() {
+            out.frames.clear();
+            out.offsets.clear();
+            out.starts.clear();
+            let mut at = 0;
+            for p in run {
+                let push = push_frame(p);
+                out.starts.push(at);
+                at += push.len();
+                out.offsets.push(p.offset);
+                out.frames.push(push);
+            }
+            let joined = frame::join(&out.frames);
+            fan_out_v1(registry, v1, topic, &joined, budget, out);
+        }
         start = end;
     }
+}
+
+/// Delivers the joined pushes of one run to the v1 clients in `keys`; a client that
+/// subscribed at a position inside the run gets only the pushes after it (a slice of
+/// the same buffer).
+fn fan_out_v1(
+    registry: &mut Registry,
+    keys: &[u32],
+    topic: &str,
+    joined: &Bytes,
+    budget: usize,
+    out: &mut Outcome,
+) {
+    let frames = out.offsets.len();
+    for &key in keys {
+        let Some(client) = registry.by_key(key as usize) else {
+            continue;
+        };
+        let first = client.first_live(topic, &out.offsets);
+        if first == frames {
+            continue;
+        }
+        let who = ClientRef {
+            key: key as usize,
+            id: client.id,
+        };
+        if first == 0 {
+            deliver_one(client, who, joined, frames as u64, budget, out);
+        } else {
+            let rest = joined.slice(out.starts[first]..);
+            deliver_one(client, who, &rest, (frames - first) as u64, budget, out);
+        }
+    }
+}
+
+/// One delivery of `buf` (holding `frames` frames) to one client, and its bookkeeping.
+#[inline]
+fn deliver_one(
+    client: &mut Client,
+    who: ClientRef,
+    buf: &Bytes,
+    frames: u64,
+    budget: usize,
+    out: &mut Outcome,
+) {
+    match client.deliver(buf, budget) {
+        Delivery::Sent => {}
+        Delivery::Queued => {
+            if client.needs_flusher() {
+                out.to_flush.push(who);
+            }
+        }
+        Delivery::OverBudget => {
+            out.over_budget.push(who);
+            return;
+        }
+        Delivery::Failed => {
+            out.failed.push(who);
+            return;
+        }
+        Delivery::Skipped => return,
+    }
+    out.deliveries += frames;
+    out.bytes += buf.len() as u64;
 }
 
 /// Delivers one shared buffer (holding `frames` frames) to the clients in `keys`.
@@ -125,25 +227,7 @@ pub fn fan_out(
             key: key as usize,
             id: client.id,
         };
-        match client.deliver(buf, budget) {
-            Delivery::Sent => {}
-            Delivery::Queued => {
-                if client.needs_flusher() {
-                    out.to_flush.push(who);
-                }
-            }
-            Delivery::OverBudget => {
-                out.over_budget.push(who);
-                continue;
-            }
-            Delivery::Failed => {
-                out.failed.push(who);
-                continue;
-            }
-            Delivery::Skipped => continue,
-        }
-        out.deliveries += frames;
-        out.bytes += buf.len() as u64;
+        deliver_one(client, who, buf, frames, budget, out);
     }
 }
 

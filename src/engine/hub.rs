@@ -15,16 +15,29 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::engine::backplane::Backplane;
 use crate::engine::fanout::Published;
+use crate::engine::history::History;
 use crate::engine::metrics::Metrics;
 use crate::engine::shard::ShardHandle;
 use crate::error::PublishError;
 use crate::wire::frame::{self, Opcode};
+use crate::wire::v1;
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 128;
 
 /// Topic of clients that name none.
 pub const DEFAULT_TOPIC: &str = "default";
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Subscribers it was addressed to on this node (as of the shards' snapshots).
+    pub recipients: usize,
+    /// Its offset in the topic: 1, 2, 3, … in publish order (what v1 clients see).
+    pub offset: u64,
+    /// The topic's epoch: offsets are only comparable within one epoch.
+    pub epoch: String,
+}
 
 /// Handle to a running hubcast server. Clone it freely.
 ///
@@ -57,6 +70,8 @@ pub struct HubInner {
     pub(crate) config: Config,
     pub(crate) shards: Box<[Arc<ShardHandle>]>,
     pub(crate) metrics: Metrics,
+    /// Offsets, epochs and history per topic (the sequencer).
+    history: History,
     /// Where local publishes go besides the shards, when clustered.
     backplane: OnceLock<Arc<dyn Backplane>>,
     pub(crate) shutdown: watch::Sender<bool>,
@@ -77,6 +92,7 @@ impl Hub {
                 shards,
                 metrics: Metrics::new(n),
                 backplane: OnceLock::new(),
+                history: History::new(config.history_config()),
                 shutdown: watch::Sender::new(false),
                 admitted: AtomicUsize::new(0),
                 next_shard: AtomicUsize::new(0),
@@ -92,11 +108,27 @@ impl Hub {
     /// message is addressed to (as of the shards' latest snapshots).
     pub fn publish(&self, topic: &str, text: &str) -> Result<usize, PublishError> {
         self.publish_message(topic, Opcode::Text, text.as_bytes())
+            .map(|r| r.recipients)
     }
 
     /// Broadcasts a binary message to every subscriber of `topic`.
     pub fn publish_binary(&self, topic: &str, data: &[u8]) -> Result<usize, PublishError> {
         self.publish_message(topic, Opcode::Binary, data)
+            .map(|r| r.recipients)
+    }
+
+    /// Like [`Hub::publish`], and tells the message's position in its topic: the offset
+    /// protocol v1 clients see it with, and the topic's epoch.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = hubcast::Server::start(hubcast::Config::default())?;
+    /// let receipt = server.hub().publish_text("prices", r#"{"EURUSD":1.0842}"#)?;
+    /// println!("offset {} of epoch {}", receipt.offset, receipt.epoch);
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_text(&self, topic: &str, text: &str) -> Result<Receipt, PublishError> {
+        self.publish_message(topic, Opcode::Text, text.as_bytes())
     }
 
     pub(crate) fn publish_message(
@@ -104,13 +136,13 @@ impl Hub {
         topic: &str,
         opcode: Opcode,
         payload: &[u8],
-    ) -> Result<usize, PublishError> {
+    ) -> Result<Receipt, PublishError> {
         self.check_message(topic, payload)?;
         self.publish_frame(Arc::from(topic), frame::encode(opcode, payload))
     }
 
     /// A topic of 1–128 bytes and a payload within the message size limit.
-    fn check_message(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
+    pub(crate) fn check_message(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
         check_topic(topic)?;
         let limit = self.inner.config.max_message_size;
         if payload.len() > limit {
@@ -130,7 +162,7 @@ impl Hub {
         opcode: Opcode,
         payload: &[u8],
         patience: Duration,
-    ) -> Result<usize, PublishError> {
+    ) -> Result<Receipt, PublishError> {
         self.check_message(topic, payload)?;
         self.publish_frame_wait(
             Arc::from(topic),
@@ -148,10 +180,28 @@ impl Hub {
         &self,
         topic: Arc<str>,
         frame: Bytes,
-    ) -> Result<usize, PublishError> {
+    ) -> Result<Receipt, PublishError> {
         self.begin_publish()?;
-        let p = Published::new(topic, frame);
-        let result = self.hand_to_shards(&p);
+        let reserved = self.reserve_now();
+        let (result, p) = self.sequence(topic, frame, &reserved, Instant::now(), false);
+        self.forward(&p);
+        result
+    }
+
+    /// Like [`Hub::publish_frame`], but waiting (up to `patience`) for room in full
+    /// inboxes instead of dropping: the back-pressure path for publishers that can
+    /// wait — a WebSocket client (its socket simply stops being read meanwhile) and
+    /// `POST /publish`. On timeout the shards still without room drop the message
+    /// (counted) and the caller gets [`PublishError::Overloaded`].
+    pub(crate) async fn publish_frame_wait(
+        &self,
+        topic: Arc<str>,
+        frame: Bytes,
+        patience: Option<Duration>,
+    ) -> Result<Receipt, PublishError> {
+        self.begin_publish()?;
+        let reserved = self.reserve_waiting(patience).await?;
+        let (result, p) = self.sequence(topic, frame, &reserved, Instant::now(), false);
         self.forward(&p);
         result
     }
@@ -168,21 +218,105 @@ impl Hub {
     ) -> Result<usize, PublishError> {
         self.check_message(topic, payload)?;
         self.begin_publish()?;
-        let mut p = Published::new(Arc::from(topic), frame::encode(opcode, payload));
-        p.born = born;
-        p.remote = true;
-        self.hand_to_shards(&p)
+        let reserved = self.reserve_now();
+        let frame = frame::encode(opcode, payload);
+        let (result, _) = self.sequence(Arc::from(topic), frame, &reserved, born, true);
+        result.map(|r| r.recipients)
     }
 
-    fn hand_to_shards(&self, p: &Published) -> Result<usize, PublishError> {
-        let (mut recipients, mut dropped) = (0, 0);
+    /// One inbox slot on every shard that has room now.
+    fn reserve_now(&self) -> Vec<bool> {
+        self.inner.shards.iter().map(|s| s.try_reserve()).collect()
+    }
+
+    /// One inbox slot on every shard, waiting for room (up to `patience`, then that
+    /// shard is given up on).
+    async fn reserve_waiting(&self, patience: Option<Duration>) -> Result<Vec<bool>, PublishError> {
+        let deadline = patience.map(|p| tokio::time::Instant::now() + p);
+        let mut reserved = Vec::with_capacity(self.inner.shards.len());
         for shard in self.inner.shards.iter() {
-            recipients += shard.snapshot.load().subscribers(&p.topic).len();
-            if shard.publish(p.clone()).is_err() {
-                dropped += self.count_drop(shard);
+            let mut waited = false;
+            loop {
+                if shard.try_reserve() {
+                    reserved.push(true);
+                    break;
+                }
+                if !waited {
+                    waited = true;
+                    self.inner
+                        .metrics
+                        .publish_waits
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if self.is_shutting_down() {
+                    for (s, got) in self.inner.shards.iter().zip(&reserved) {
+                        if *got {
+                            s.unreserve();
+                        }
+                    }
+                    return Err(PublishError::ShuttingDown);
+                }
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    reserved.push(false);
+                    break;
+                }
+                // The shard drains its inbox in well under a millisecond per batch.
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        self.settle(&p.topic, recipients, dropped)
+        Ok(reserved)
+    }
+
+    /// Gives the message its offset and hands it to every shard that reserved a slot,
+    /// all under the topic's sequencer lock, so that every shard sees a topic's
+    /// messages in offset order whoever publishes them. The v1 push is encoded here,
+    /// once, when some shard has v1 subscribers of the topic.
+    fn sequence(
+        &self,
+        topic: Arc<str>,
+        frame: Bytes,
+        reserved: &[bool],
+        born: Instant,
+        remote: bool,
+    ) -> (Result<Receipt, PublishError>, Published) {
+        let (opcode, payload) = frame::payload_of(&frame).unwrap_or((Opcode::Text, Bytes::new()));
+        let shards = &self.inner.shards;
+        let name = topic.clone();
+        self.inner
+            .history
+            .publish(&name, opcode, &payload, Instant::now(), |offset, epoch| {
+                let (mut recipients, mut v1) = (0, false);
+                for shard in shards.iter() {
+                    let snap = shard.snapshot.load();
+                    recipients += snap.subscribers(&topic).len();
+                    v1 |= !snap.v1(&topic).is_empty();
+                }
+                let push = v1.then(|| {
+                    frame::encode(Opcode::Text, &v1::push(&topic, offset, opcode, &payload))
+                });
+                let p = Published {
+                    topic,
+                    frame,
+                    born,
+                    remote,
+                    offset,
+                    push,
+                };
+                let mut dropped = 0;
+                for (shard, got) in shards.iter().zip(reserved) {
+                    if !(*got && shard.publish_reserved(p.clone())) {
+                        dropped += self.count_drop(shard);
+                    }
+                }
+                let receipt = self
+                    .settle(&p.topic, recipients, dropped)
+                    .map(|recipients| Receipt {
+                        recipients,
+                        offset,
+                        epoch: epoch.to_owned(),
+                    });
+                (receipt, p)
+            })
     }
 
     /// Tells other nodes (when clustered) about a message published here. The payload
@@ -216,56 +350,21 @@ impl Hub {
         weak.upgrade().map(|inner| Hub { inner })
     }
 
-    /// Like [`Hub::publish_frame`], but waiting (up to `patience`) for room in full
-    /// inboxes instead of dropping: the back-pressure path for publishers that can
-    /// wait — a WebSocket client (its socket simply stops being read meanwhile) and
-    /// `POST /publish`. Shards that got the frame keep it; on timeout the rest drop it
-    /// (counted) and the caller gets [`PublishError::Overloaded`].
-    pub(crate) async fn publish_frame_wait(
-        &self,
-        topic: Arc<str>,
-        frame: Bytes,
-        patience: Option<Duration>,
-    ) -> Result<usize, PublishError> {
-        self.begin_publish()?;
-        let p = Published::new(topic, frame);
-        let result = self.hand_to_shards_waiting(&p, patience).await;
-        self.forward(&p);
-        result
+    /// Offsets, epochs and history of every topic.
+    pub fn history(&self) -> &History {
+        &self.inner.history
     }
 
-    async fn hand_to_shards_waiting(
-        &self,
-        p: &Published,
-        patience: Option<Duration>,
-    ) -> Result<usize, PublishError> {
-        let deadline = patience.map(|p| tokio::time::Instant::now() + p);
-        let (mut recipients, mut dropped) = (0, 0);
+    /// Every topic with subscribers on this node, with their number (plain and v1).
+    pub fn topics(&self) -> Vec<(String, usize)> {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
         for shard in self.inner.shards.iter() {
-            recipients += shard.snapshot.load().subscribers(&p.topic).len();
-            let mut p = p.clone();
-            let mut waited = false;
-            while let Err(back) = shard.publish(p) {
-                p = back;
-                if !waited {
-                    waited = true;
-                    self.inner
-                        .metrics
-                        .publish_waits
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                if self.is_shutting_down() {
-                    return Err(PublishError::ShuttingDown);
-                }
-                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                    dropped += self.count_drop(shard);
-                    break;
-                }
-                // The shard drains its inbox in well under a millisecond per batch.
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            let snap = shard.snapshot.load();
+            for topic in snap.topics() {
+                *counts.entry(topic.to_string()).or_default() += snap.subscribers(topic).len();
             }
         }
-        self.settle(&p.topic, recipients, dropped)
+        counts.into_iter().collect()
     }
 
     fn begin_publish(&self) -> Result<(), PublishError> {
@@ -315,7 +414,8 @@ impl Hub {
             .sum()
     }
 
-    /// Subscribers of `topic` on all shards, as of their latest snapshots.
+    /// Subscribers of `topic` on all shards (plain and v1 clients), as of their latest
+    /// snapshots.
     pub fn subscribers(&self, topic: &str) -> usize {
         self.inner
             .shards
@@ -430,7 +530,7 @@ mod tests {
         assert!(!waiting.is_finished());
         let first = hub.inner.shards[0].inbox.pop().expect("first frame");
         assert_eq!(&first.frame[2..], b"1");
-        assert_eq!(waiting.await.expect("task"), Ok(0));
+        assert_eq!(waiting.await.expect("task").map(|r| r.recipients), Ok(0));
         assert_eq!(
             &hub.inner.shards[0].inbox.pop().expect("second").frame[..],
             b"2"

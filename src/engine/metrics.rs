@@ -40,6 +40,10 @@ pub struct ShardMetrics {
     pub protocol_closes: AtomicU64,
     /// Messages this shard's full inbox refused (the shard was behind).
     pub inbox_dropped: AtomicU64,
+    /// v1 subscribes with `since` that replayed what was missed.
+    pub recoveries: AtomicU64,
+    /// v1 subscribes with `since` answered `recovered: false`.
+    pub unrecovered: AtomicU64,
 }
 
 /// Why an upgrade was refused; each has its own counter.
@@ -274,6 +278,18 @@ impl Metrics {
             "counter",
             "Publishes (client or HTTP) that waited for room in a full shard inbox.",
             self.publish_waits.load(Relaxed),
+        );
+        one(
+            "hubcast_recoveries_total",
+            "counter",
+            "Protocol v1 subscribes with a position that replayed what was missed.",
+            self.sum(|s| &s.recoveries),
+        );
+        one(
+            "hubcast_recoveries_failed_total",
+            "counter",
+            "Protocol v1 subscribes with a position that could not be recovered (recovered:false).",
+            self.sum(|s| &s.unrecovered),
         );
         one(
             "hubcast_inbox_dropped_total",

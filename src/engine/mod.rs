@@ -7,7 +7,9 @@
 //! fan-out; the reader (`reader`) turns a client's bytes into messages; the [`hub`] is
 //! the thread-safe handle and the **one publish seam**: chat, `POST /publish`,
 //! `Hub::publish` and messages from other nodes all enter there, and local shards plus
-//! the optional [`backplane`] are all it hands them to.
+//! the optional [`backplane`] are all it hands them to. Beside them, [`history`] numbers
+//! each topic's messages (offsets and epochs) and keeps the recent ones for recovery,
+//! and `commands` runs protocol v1 clients' commands on their shard.
 //!
 //! The engine knows nothing of HTTP or NATS. What it needs from above, it is given:
 //! a connection handler for accepted sockets (the edge's HTTP server) and a
@@ -15,7 +17,9 @@
 
 pub mod backplane;
 pub mod client;
+pub(crate) mod commands;
 pub mod fanout;
+pub mod history;
 pub mod hub;
 pub mod metrics;
 pub(crate) mod reader;

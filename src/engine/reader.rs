@@ -23,6 +23,7 @@ use fastwebsockets::{OpCode, Role, WebSocketError};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::engine::commands;
 use crate::engine::registry::ClientRef;
 use crate::engine::shard::Shard;
 use crate::error::PublishError;
@@ -225,7 +226,25 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
 /// (chat behaviour), or refuse it in feed mode. When a shard's inbox is full this waits
 /// for room — the client's socket is not read meanwhile, so TCP pushes back on the
 /// sender — rather than dropping anything.
-async fn message(shard: &Shard, who: ClientRef, opcode: Opcode, payload: &[u8]) -> Result<(), End> {
+async fn message(
+    shard: &Rc<Shard>,
+    who: ClientRef,
+    opcode: Opcode,
+    payload: &[u8],
+) -> Result<(), End> {
+    let v1 = match shard.registry.borrow_mut().get_mut(who) {
+        Some(c) => c.is_v1(),
+        None => return Err(End::Gone),
+    };
+    if v1 {
+        // A v1 client's messages are commands, in feed mode too.
+        if opcode == Opcode::Binary {
+            return Err(End::Violation(1003, "hubcast.v1 messages are JSON text"));
+        }
+        return commands::handle(shard, who, payload)
+            .await
+            .map_err(|(code, reason)| End::Violation(code, reason));
+    }
     if shard.hub.inner.config.feed {
         return Err(End::Violation(
             1008,

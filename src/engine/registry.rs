@@ -27,18 +27,39 @@ pub struct ClientRef {
     pub id: u64,
 }
 
+/// The subscribers of one topic: plain clients' slab keys, then protocol v1 clients'
+/// (they get another encoding of each message).
+#[derive(Debug)]
+struct Subscribers {
+    keys: Box<[u32]>,
+    /// Where the v1 clients start in `keys`.
+    v1_from: usize,
+}
+
 /// Who listens to what on one shard, at one moment. Immutable once built.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    topics: HashMap<Arc<str>, Box<[u32]>>,
+    topics: HashMap<Arc<str>, Subscribers>,
     connections: usize,
 }
 
 impl Snapshot {
-    /// Slab keys of the clients subscribed to `topic`.
+    /// Slab keys of every client subscribed to `topic` (plain, then v1).
     #[inline]
     pub fn subscribers(&self, topic: &str) -> &[u32] {
-        self.topics.get(topic).map_or(&[], |v| v)
+        self.topics.get(topic).map_or(&[], |s| &s.keys)
+    }
+
+    /// Slab keys of the plain clients subscribed to `topic`: they get the plain frame.
+    #[inline]
+    pub fn plain(&self, topic: &str) -> &[u32] {
+        self.topics.get(topic).map_or(&[], |s| &s.keys[..s.v1_from])
+    }
+
+    /// Slab keys of the protocol v1 clients subscribed to `topic`: they get the push.
+    #[inline]
+    pub fn v1(&self, topic: &str) -> &[u32] {
+        self.topics.get(topic).map_or(&[], |s| &s.keys[s.v1_from..])
     }
 
     /// Clients registered when the snapshot was built.
@@ -158,6 +179,11 @@ impl Registry {
         self.live == 0
     }
 
+    /// Notes that a client's topics changed: the next rebuild picks it up.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
     /// Whether registrations changed since the last rebuild.
     pub fn is_dirty(&self) -> bool {
         self.dirty
@@ -179,7 +205,8 @@ impl Registry {
         }
         // Topic names are interned, so one topic is one pointer: group by address, and
         // skip even that lookup while consecutive clients share a topic (the common case).
-        let mut groups: Vec<(Arc<str>, Vec<u32>)> = Vec::new();
+        // Per topic: plain keys, v1 keys.
+        let mut groups: Vec<(Arc<str>, Vec<u32>, Vec<u32>)> = Vec::new();
         let mut index: HashMap<*const u8, usize> = HashMap::new();
         let mut last: Option<(*const u8, usize)> = None;
         for (key, slot) in self.slots.iter() {
@@ -189,12 +216,16 @@ impl Registry {
                 let g = match last {
                     Some((p, g)) if p == ptr => g,
                     _ => *index.entry(ptr).or_insert_with(|| {
-                        groups.push((t.clone(), Vec::new()));
+                        groups.push((t.clone(), Vec::new(), Vec::new()));
                         groups.len() - 1
                     }),
                 };
                 last = Some((ptr, g));
-                groups[g].1.push(key as u32);
+                if c.is_v1() {
+                    groups[g].2.push(key as u32);
+                } else {
+                    groups[g].1.push(key as u32);
+                }
             }
         }
         // Topics nobody holds any more are forgotten.
@@ -203,7 +234,12 @@ impl Registry {
         Snapshot {
             topics: groups
                 .into_iter()
-                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .map(|(topic, mut keys, v1)| {
+                    let v1_from = keys.len();
+                    keys.extend_from_slice(&v1);
+                    let keys = keys.into_boxed_slice();
+                    (topic, Subscribers { keys, v1_from })
+                })
                 .collect(),
             connections: self.live,
         }

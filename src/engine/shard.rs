@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -83,6 +83,8 @@ pub(crate) enum Incoming {
         read_buf: Bytes,
         topics: Vec<String>,
         id: u64,
+        /// It negotiated protocol v1.
+        v1: bool,
     },
 }
 
@@ -90,6 +92,8 @@ pub(crate) enum Incoming {
 pub(crate) struct ShardHandle {
     pub(crate) index: usize,
     pub(crate) inbox: ArrayQueue<Published>,
+    /// Inbox slots promised to publishers that have not pushed yet (see `try_reserve`).
+    reserved: AtomicUsize,
     incoming: SegQueue<Incoming>,
     scheduled: AtomicBool,
     notify: Notify,
@@ -102,6 +106,7 @@ impl ShardHandle {
         ShardHandle {
             index,
             inbox: ArrayQueue::new(inbox_capacity),
+            reserved: AtomicUsize::new(0),
             incoming: SegQueue::new(),
             scheduled: AtomicBool::new(false),
             notify: Notify::new(),
@@ -109,12 +114,33 @@ impl ShardHandle {
         }
     }
 
-    /// Queues a frame for this shard's subscribers; gives it back when the inbox is full.
-    #[inline]
-    pub(crate) fn publish(&self, p: Published) -> Result<(), Published> {
-        self.inbox.push(p)?;
+    /// Promises the caller one inbox slot, if there is one. Publishes reserve every
+    /// shard's slot first (waiting for room, if they may) and only then take their offset
+    /// and push, all under the topic's sequencer lock: so offsets reach every shard in
+    /// order, and nobody waits while holding that lock.
+    pub(crate) fn try_reserve(&self) -> bool {
+        let cap = self.inbox.capacity();
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                (self.inbox.len() + r < cap).then_some(r + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a slot reserved with [`ShardHandle::try_reserve`] without using it.
+    pub(crate) fn unreserve(&self) {
+        self.reserved.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Pushes into a reserved slot and wakes the shard. Every push goes through a
+    /// reservation, so the slot is there; `false` would mean that promise was broken
+    /// (the caller counts a drop rather than lose the message silently).
+    pub(crate) fn publish_reserved(&self, p: Published) -> bool {
+        let pushed = self.inbox.push(p).is_ok();
+        self.reserved.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(pushed, "a reserved inbox slot was taken");
         self.wake();
-        Ok(())
+        pushed
     }
 
     /// Hands a connection to this shard.
@@ -316,8 +342,9 @@ impl Shard {
                 read_buf,
                 topics,
                 id,
+                v1,
             } => {
-                let who = self.register(id, &topics);
+                let who = self.register(id, &topics, v1);
                 match TcpStream::from_std(stream) {
                     Ok(stream) => self.attach(who, stream, read_buf),
                     Err(e) => {
@@ -330,11 +357,16 @@ impl Shard {
     }
 
     /// Registers a client before its upgrade completes, so it receives every message
-    /// published after it got its `101` response.
-    pub(crate) fn register(&self, id: u64, topics: &[String]) -> ClientRef {
+    /// published after it got its `101` response. `v1`: it speaks protocol v1.
+    pub(crate) fn register(&self, id: u64, topics: &[String], v1: bool) -> ClientRef {
         let mut reg = self.registry.borrow_mut();
         let topics = topics.iter().map(|t| reg.intern(t)).collect();
-        let who = reg.insert(Client::new(id, topics));
+        let client = if v1 {
+            Client::new_v1(id, topics)
+        } else {
+            Client::new(id, topics)
+        };
+        let who = reg.insert(client);
         self.metrics().connections.fetch_add(1, Ordering::Relaxed);
         self.local.notify_one();
         who
@@ -380,6 +412,38 @@ impl Shard {
     pub(crate) fn touch(&self, who: ClientRef) {
         if let Some(c) = self.registry.borrow_mut().get_mut(who) {
             c.last_seen = Instant::now();
+        }
+    }
+
+    /// Registrations or subscriptions changed: the dispatcher rebuilds the snapshot at
+    /// its next round (or tick), not once per change.
+    pub(crate) fn changed(&self) {
+        self.local.notify_one();
+    }
+
+    /// Sends one frame (a v1 reply, with its replay) through the client's single writer,
+    /// counted against its budget like any delivery.
+    pub(crate) fn send_frame(self: &Rc<Self>, who: ClientRef, frame: &Bytes) {
+        let budget = self.hub.inner.config.client_buffer;
+        let mut reg = self.registry.borrow_mut();
+        let Some(c) = reg.get_mut(who) else { return };
+        match c.deliver(frame, budget) {
+            Delivery::Sent | Delivery::Skipped => {}
+            Delivery::Queued => {
+                let flush = c.needs_flusher();
+                drop(reg);
+                if flush {
+                    self.spawn_flusher(who);
+                }
+            }
+            Delivery::OverBudget => {
+                drop(reg);
+                self.close_slow_consumer(who);
+            }
+            Delivery::Failed => {
+                drop(reg);
+                self.remove(who);
+            }
         }
     }
 
@@ -524,6 +588,11 @@ impl Shard {
         loop {
             tick.tick().await;
             self.ping_sweep();
+            if self.handle.index == 0 {
+                // Expired history goes at once on its topic's next use; this frees the
+                // memory of topics nobody touches.
+                self.hub.history().sweep(Instant::now());
+            }
         }
     }
 

@@ -1,9 +1,10 @@
 //! Floor 1 — the wire format: what a WebSocket frame looks like in bytes.
 //!
 //! Pure functions and small state machines with no I/O and no knowledge of clients,
-//! shards or HTTP: encoding a server frame once ([`frame`]) and following client frame
-//! boundaries through a byte stream (`bounds`). Every other floor builds on this one;
-//! this one imports nothing from them.
+//! shards or HTTP: encoding a server frame once ([`frame`]), following client frame
+//! boundaries through a byte stream (`bounds`) and the JSON of client protocol v1
+//! ([`v1`]). Every other floor builds on this one; this one imports nothing from them.
 
 pub(crate) mod bounds;
 pub mod frame;
+pub mod v1;

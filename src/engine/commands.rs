@@ -1,0 +1,182 @@
+//! Protocol v1 commands of one client, run on its shard: subscribe (with recovery),
+//! unsubscribe, publish and presence.
+//!
+//! The reader hands every text message of a `hubcast.v1` client here. Replies go through
+//! the client's single writer like everything else, so a reply is always in order with
+//! the pushes around it.
+//!
+//! **The switch from replay to live.** A subscribe reads the topic's position and the
+//! messages after `since` in one step, under the topic's sequencer lock — every message
+//! at or below that position has already been handed to this shard's inbox, every later
+//! one has not. The reply and the replay are queued at once; the client joins the topic
+//! at the shard's next snapshot rebuild, which happens before its next fan-out, with a
+//! *floor* at the position: live pushes at or below it (still in the inbox) are skipped
+//! for this client, later ones delivered. No gap, no duplicate, and no O(clients) work
+//! per subscribe (the rebuild is shared by every change since the last round).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::engine::history::Replay;
+use crate::engine::hub::check_topic;
+use crate::engine::registry::ClientRef;
+use crate::engine::shard::Shard;
+use crate::error::PublishError;
+use crate::wire::frame::{self, Opcode};
+use crate::wire::v1::{self, Command, ErrorCode, Malformed, Payload, Request};
+
+/// How long a v1 publish may wait for room in full shard inboxes (like `POST /publish`).
+const PUBLISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A command stream the connection cannot go on with: close code and reason.
+pub(crate) type Violation = (u16, &'static str);
+
+/// Runs one message of a v1 client. Only garbage that is not JSON at all ends the
+/// connection; a malformed command gets an error reply.
+pub(crate) async fn handle(
+    shard: &Rc<Shard>,
+    who: ClientRef,
+    text: &[u8],
+) -> Result<(), Violation> {
+    let Request { id, command } = match v1::parse(text) {
+        Ok(r) => r,
+        Err(Malformed::NotJson) => return Err((1002, "hubcast.v1 messages are JSON commands")),
+        Err(Malformed::BadCommand { id, message }) => {
+            reply(
+                shard,
+                who,
+                v1::error(id, ErrorCode::BadCommand, Some(&message)),
+            );
+            return Ok(());
+        }
+    };
+    let answer = match command {
+        Command::Subscribe { topic, since } => {
+            subscribe(
+                shard,
+                who,
+                id,
+                &topic,
+                since.as_ref().map(|s| (s.offset, s.epoch.as_str())),
+            );
+            return Ok(());
+        }
+        Command::Unsubscribe { topic } => unsubscribe(shard, who, id, &topic),
+        Command::Publish { topic, payload } => publish(shard, id, &topic, payload).await,
+        Command::Presence { topic } => match check_topic(&topic) {
+            Ok(()) => v1::presence(id, &topic, shard.hub.subscribers(&topic) as u64),
+            Err(_) => v1::error(Some(id), ErrorCode::BadTopic, None),
+        },
+    };
+    reply(shard, who, answer);
+    Ok(())
+}
+
+fn reply(shard: &Rc<Shard>, who: ClientRef, json: impl AsRef<[u8]>) {
+    shard.send_frame(who, &frame::encode(Opcode::Text, json.as_ref()));
+}
+
+fn subscribe(shard: &Rc<Shard>, who: ClientRef, id: u64, topic: &str, since: Option<(u64, &str)>) {
+    let cfg = &shard.hub.inner.config;
+    let refuse = |code| reply(shard, who, v1::error(Some(id), code, None));
+    if check_topic(topic).is_err() {
+        return refuse(ErrorCode::BadTopic);
+    }
+    {
+        let mut reg = shard.registry.borrow_mut();
+        let Some(c) = reg.get_mut(who) else { return };
+        if c.has_topic(topic) {
+            drop(reg);
+            return refuse(ErrorCode::AlreadySubscribed);
+        }
+        if c.topics.len() >= cfg.max_topics_per_client {
+            drop(reg);
+            return refuse(ErrorCode::TooManyTopics);
+        }
+    }
+    let rec = shard
+        .hub
+        .history()
+        .recover(topic, since, cfg.max_recovery, Instant::now());
+    let (recovered, replay) = match rec.replay {
+        Replay::NotAsked => (None, Vec::new()),
+        Replay::Complete(entries) => (Some(true), entries),
+        Replay::Unrecoverable => (Some(false), Vec::new()),
+    };
+    // The reply, then the replay, as one buffer: nothing can come between them.
+    let mut frames: Vec<Bytes> = Vec::with_capacity(1 + replay.len());
+    frames.push(frame::encode(
+        Opcode::Text,
+        v1::subscribed(id, topic, rec.offset, &rec.epoch, recovered).as_ref(),
+    ));
+    for e in &replay {
+        frames.push(frame::encode(
+            Opcode::Text,
+            &v1::push(topic, e.offset, e.opcode, &e.payload),
+        ));
+    }
+    let metrics = shard.metrics();
+    metrics.recoveries.fetch_add(
+        u64::from(recovered == Some(true)),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    metrics.unrecovered.fetch_add(
+        u64::from(recovered == Some(false)),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    {
+        let mut reg = shard.registry.borrow_mut();
+        let interned: Arc<str> = reg.intern(topic);
+        let Some(c) = reg.get_mut(who) else { return };
+        c.subscribe(interned, rec.offset);
+        reg.mark_dirty();
+    }
+    shard.send_frame(who, &frame::join(&frames));
+    shard.changed();
+}
+
+fn unsubscribe(shard: &Rc<Shard>, who: ClientRef, id: u64, topic: &str) -> Vec<u8> {
+    let mut reg = shard.registry.borrow_mut();
+    let Some(c) = reg.get_mut(who) else {
+        return Vec::new();
+    };
+    if !c.unsubscribe(topic) {
+        return v1::error(Some(id), ErrorCode::NotSubscribed, None);
+    }
+    reg.mark_dirty();
+    drop(reg);
+    shard.changed();
+    v1::unsubscribed(id, topic)
+}
+
+async fn publish(shard: &Rc<Shard>, id: u64, topic: &str, payload: Payload) -> Vec<u8> {
+    let hub = &shard.hub;
+    if hub.inner.config.feed {
+        return v1::error(
+            Some(id),
+            ErrorCode::PermissionDenied,
+            Some("this server is a feed"),
+        );
+    }
+    let (opcode, bytes) = match &payload {
+        Payload::Text(t) => (Opcode::Text, t.as_bytes()),
+        Payload::Binary(b) => (Opcode::Binary, b.as_slice()),
+    };
+    shard
+        .metrics()
+        .messages_in
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match hub
+        .publish_message_wait(topic, opcode, bytes, PUBLISH_PATIENCE)
+        .await
+    {
+        Ok(r) => v1::published(id, topic, r.offset),
+        Err(PublishError::InvalidTopic) => v1::error(Some(id), ErrorCode::BadTopic, None),
+        Err(PublishError::TooLarge { .. }) => v1::error(Some(id), ErrorCode::MessageTooLarge, None),
+        Err(PublishError::Overloaded { .. }) => v1::error(Some(id), ErrorCode::Overloaded, None),
+        Err(PublishError::ShuttingDown) => v1::error(Some(id), ErrorCode::ShuttingDown, None),
+    }
+}
