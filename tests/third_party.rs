@@ -62,3 +62,68 @@ async fn python_websockets_client_receives_and_publishes() {
     }
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_v1_client_recovers_exactly_while_publishing_goes_on() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = start(|c| {
+        c.history_size = 100_000;
+        c.max_recovery = 100_000;
+    });
+    let python = std::env::var("HUBCAST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/v1_client.py");
+    let mut child = Command::new(&python)
+        .args([script, &server.url(""), "rec", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} (run the tests through scripts/test): {e}")
+        });
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines.next().and_then(Result::ok);
+        (ready, lines)
+    });
+    // Publish from before the client subscribes until it is done.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hub, flag) = (server.hub.clone(), stop.clone());
+    let publisher = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !flag.load(Ordering::Relaxed) {
+            if hub.publish("rec", &format!("{{\"n\":{i}}}")).is_ok() {
+                i += 1;
+            }
+            // About 10,000 messages/s: a gap Python reads back in well under a second.
+            if i.is_multiple_of(10) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    });
+    let (ready, lines) = within(lines).await.expect("reader");
+    assert_eq!(
+        ready.as_deref(),
+        Some("subscribed"),
+        "python v1 client did not subscribe"
+    );
+    let summary = within(tokio::task::spawn_blocking(move || {
+        lines.last().and_then(Result::ok)
+    }))
+    .await
+    .expect("join");
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().expect("publisher");
+    let status = within(tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .expect("join")
+        .expect("wait");
+    let summary = summary.unwrap_or_default();
+    assert!(status.success(), "python v1 client failed: {summary}");
+    let v: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    assert_eq!(v["recovered"], true);
+    assert_eq!(v["error"], 105);
+    println!("python v1 client recovered {} missed messages", v["missed"]);
+    server.stop();
+}
