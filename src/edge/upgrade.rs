@@ -241,6 +241,12 @@ impl Hub {
     /// and capacity, and returns the response to send — `101 Switching Protocols`, or an
     /// error status. After the response is sent, the connection moves to a shard.
     ///
+    /// The connection must be served by hyper's HTTP/1 server directly on a
+    /// `TokioIo<TcpStream>` with upgrades on (`examples/embed.rs` with hyper,
+    /// `examples/axum.rs` with an axum `Router`): hubcast takes the raw socket back to
+    /// write shared frames to it. `axum::serve` wraps sockets (to sniff HTTP/2) and so
+    /// cannot hand them over; such an upgrade is refused after the `101` and logged.
+    ///
     /// Must be called inside a tokio runtime. The client receives messages published
     /// after its shard adopted it (a few microseconds after the `101`).
     pub fn upgrade<B>(
