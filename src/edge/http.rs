@@ -3,6 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /` | the demo page |
+//! | `GET /hubcast.js` | the browser client for protocol v1 (used by the demo page) |
 //! | `GET /ws` | WebSocket upgrade ([`crate::edge::upgrade`]) |
 //! | `POST /publish/{topic}` | broadcast the body |
 //! | `GET /healthz` | liveness (503 while shutting down) |
@@ -30,6 +31,7 @@ use crate::error::PublishError;
 use crate::wire::frame::Opcode;
 
 const PAGE: &str = include_str!("page.html");
+const CLIENT_JS: &str = include_str!("hubcast.js");
 
 /// How long `POST /publish` waits for room in a full shard inbox before answering 503.
 const PUBLISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -73,6 +75,10 @@ async fn route(
             Response::new(Full::new(Bytes::from_static(PAGE.as_bytes()))),
             "text/html; charset=utf-8",
         ),
+        (&Method::GET, "/hubcast.js") => with_type(
+            Response::new(Full::new(Bytes::from_static(CLIENT_JS.as_bytes()))),
+            "text/javascript; charset=utf-8",
+        ),
         (&Method::GET, "/healthz") if hub.is_shutting_down() => {
             upgrade::error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
         }
@@ -102,7 +108,9 @@ async fn route(
             }),
         ),
         (&Method::GET, p) if p.starts_with("/topics/") => topic_info(hub, &p["/topics/".len()..]),
-        (_, "/ws" | "/" | "/healthz" | "/metrics" | "/topics") => not_allowed("GET"),
+        (_, "/ws" | "/" | "/hubcast.js" | "/healthz" | "/metrics" | "/topics") => {
+            not_allowed("GET")
+        }
         (_, p) if p.starts_with("/topics/") => not_allowed("GET"),
         (_, p) if p.starts_with("/publish/") => not_allowed("POST"),
         _ => upgrade::error(StatusCode::NOT_FOUND, "not found"),
