@@ -9,11 +9,41 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use clap::Parser;
 use clap::builder::BoolishValueParser;
+use clap::{Parser, ValueEnum};
 
 use crate::payload;
 use crate::target::{self, Target, Targets};
+use crate::v1;
+
+/// What the subscribers speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// Plain WebSocket: every message is the payload as published.
+    #[default]
+    Plain,
+    /// hubcast protocol v1 (`Sec-WebSocket-Protocol: hubcast.v1`): every
+    /// message is a push `{"topic":…,"offset":…,"data":…}`, offsets checked.
+    V1,
+}
+
+impl Protocol {
+    /// The subprotocol subscribers offer (`None`: none).
+    pub fn subprotocol(self) -> Option<&'static str> {
+        match self {
+            Self::Plain => None,
+            Self::V1 => Some(v1::SUBPROTOCOL),
+        }
+    }
+
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::V1 => "v1",
+        }
+    }
+}
 
 /// `--ramp START:FACTOR:MAX`: rates START, START×FACTOR, … up to MAX.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -218,6 +248,23 @@ pub struct Args {
     /// Largest frame payload accepted from the server, bytes.
     #[arg(long, env = "HUBCAST_LT_MAX_FRAME", default_value_t = 16 << 20)]
     pub max_frame: usize,
+
+    /// Subscriber protocol: plain, or hubcast protocol v1 (subprotocol
+    /// hubcast.v1; pushes decoded, offsets checked; payload a JSON array).
+    #[arg(
+        long,
+        env = "HUBCAST_LT_PROTOCOL",
+        value_enum,
+        default_value_t = Protocol::Plain
+    )]
+    pub protocol: Protocol,
+
+    /// Recovery scenario (needs --protocol v1): subscribers subscribe to the
+    /// --url topic by command, all disconnect, N messages are published at
+    /// --rate, all reconnect at once and subscribe with `since`; measures the
+    /// time until every subscriber has all N and checks each got exactly them.
+    #[arg(long, env = "HUBCAST_LT_RECOVER", value_name = "N")]
+    pub recover: Option<u64>,
 }
 
 /// What to do after connecting.
@@ -227,6 +274,22 @@ pub enum Mode {
     Idle(Duration),
     /// One step per rate (msgs/s), in order.
     Steps(Vec<u64>),
+    /// The recovery scenario (`--recover N`).
+    Recover(Recover),
+}
+
+/// The recovery scenario: what is missed and where subscribers go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recover {
+    /// Messages published while every subscriber is away.
+    pub messages: u64,
+    /// Their publish rate, msgs/s.
+    pub rate: u64,
+    /// The topic subscribed to by command (from the `topic=` of `--url`).
+    pub topic: String,
+    /// The subscriber URLs without their `topic=` parameters (a v1 client that
+    /// names no topic starts with none), dealt like `--url`.
+    pub targets: Targets,
 }
 
 /// How publishers publish.
@@ -292,6 +355,8 @@ pub struct Config {
     pub keep_going: bool,
     /// Largest accepted frame payload.
     pub max_frame: usize,
+    /// What subscribers speak.
+    pub protocol: Protocol,
 }
 
 /// One `--server-pid` entry: a positive integer (surrounding spaces allowed).
@@ -301,6 +366,38 @@ fn parse_pid(s: &str) -> Result<u32, String> {
         Ok(pid) => Ok(pid),
         Err(e) => Err(format!("{:?} is not a PID: {e}", s.trim())),
     }
+}
+
+/// The recovery plan: one topic, named in the query of every `--url`, and
+/// the URLs without it.
+fn recover_plan(sub_targets: &Targets, messages: u64, rate: u64) -> Result<Recover> {
+    let mut topic: Option<String> = None;
+    let mut list = Vec::with_capacity(sub_targets.len());
+    for t in sub_targets.as_slice() {
+        let (topics, path) =
+            v1::take_topics(&t.path).map_err(|e| anyhow::anyhow!("--url {}: {e}", t.url))?;
+        let [one] = &topics[..] else {
+            bail!(
+                "--recover needs exactly one topic in the query of every --url \
+                 (ws://host/ws?topic=T); {} names {}",
+                t.url,
+                topics.len()
+            );
+        };
+        match &topic {
+            Some(first) if first != one => {
+                bail!("--recover: every --url must name the same topic ({first:?} and {one:?})")
+            }
+            _ => topic = Some(one.clone()),
+        }
+        list.push(Target { path, ..t.clone() });
+    }
+    Ok(Recover {
+        messages,
+        rate,
+        topic: topic.unwrap_or_default(),
+        targets: Targets::new(list)?,
+    })
 }
 
 /// Checks that a single-URL flag was not given a list (`a,ws://b`).
@@ -346,11 +443,35 @@ impl Args {
             payload::STAMP_LEN
         );
         ensure!(
+            self.protocol != Protocol::V1 || self.size >= payload::JSON_STAMP_MAX,
+            "--size must be at least {} with --protocol v1 (the JSON measurement stamp)",
+            payload::JSON_STAMP_MAX
+        );
+        ensure!(
             self.pubs <= payload::MAX_PUBLISHERS,
             "--pubs at most {}",
             payload::MAX_PUBLISHERS
         );
         let mode = match (self.idle, &self.ramp) {
+            _ if self.recover.is_some() => {
+                let n = self.recover.unwrap_or(0);
+                ensure!(
+                    self.protocol == Protocol::V1,
+                    "--recover needs --protocol v1 (recovery is a protocol v1 feature)"
+                );
+                ensure!(n >= 1, "--recover needs at least 1 message");
+                ensure!(
+                    self.idle.is_none() && self.ramp.is_none(),
+                    "--recover excludes --idle and --ramp"
+                );
+                let [rate] = self.rate[..] else {
+                    bail!(
+                        "--recover takes one --rate (the publish rate while subscribers are away)"
+                    );
+                };
+                ensure!(rate > 0, "--recover needs a --rate above 0");
+                Mode::Recover(recover_plan(&sub_targets, n, rate)?)
+            }
             (Some(_), Some(_)) => bail!("--idle and --ramp exclude each other"),
             (Some(s), None) => Mode::Idle(secs("idle", s)?),
             (None, Some(r)) => Mode::Steps(r.rates()),
@@ -365,6 +486,9 @@ impl Args {
                 Mode::Steps(self.rate.clone())
             }
         };
+        if let Mode::Recover(_) = &mode {
+            ensure!(self.pubs >= 1, "--pubs must be at least 1 to publish");
+        }
         if let Mode::Steps(rates) = &mode {
             ensure!(!rates.is_empty(), "no rates given");
             ensure!(
@@ -434,6 +558,7 @@ impl Args {
             min_send_ratio: self.min_send_ratio,
             keep_going: self.keep_going,
             max_frame: self.max_frame,
+            protocol: self.protocol,
         })
     }
 }
@@ -502,6 +627,72 @@ mod tests {
         assert!(matches!(c.publish, PublishVia::Http { pipeline: 1, .. }));
         let c = parse(&["--pub-url", "ws://127.0.0.1:9/p"]).expect("ok");
         assert!(matches!(c.publish, PublishVia::WebSocket(t) if t.path == "/p"));
+    }
+
+    #[test]
+    fn protocol_and_recover() {
+        let c = parse(&[]).expect("ok");
+        assert_eq!(c.protocol, Protocol::Plain);
+        let c = parse(&["--protocol", "v1"]).expect("ok");
+        assert_eq!(c.protocol, Protocol::V1);
+        assert_eq!(c.protocol.subprotocol(), Some("hubcast.v1"));
+        assert!(parse(&["--protocol", "v2"]).is_err());
+        // v1 publishes the JSON stamp: it needs more room.
+        let e = parse(&["--protocol", "v1", "--size", "40"]).expect_err("small");
+        assert!(format!("{e:#}").contains("--protocol v1"), "{e:#}");
+        assert!(parse(&["--protocol", "v1", "--size", "56"]).is_ok());
+
+        let c = parse(&[
+            "--protocol=v1",
+            "--recover=200",
+            "--rate=500",
+            "--url=ws://127.0.0.1:1/ws?x=1&topic=a%2Fb,ws://127.0.0.1:2/ws?topic=a%2Fb",
+        ])
+        .expect("ok");
+        let Mode::Recover(r) = &c.mode else {
+            panic!("{:?}", c.mode)
+        };
+        assert_eq!((r.messages, r.rate, r.topic.as_str()), (200, 500, "a/b"));
+        let paths: Vec<&str> = r
+            .targets
+            .as_slice()
+            .iter()
+            .map(|t| t.path.as_str())
+            .collect();
+        assert_eq!(paths, vec!["/ws?x=1", "/ws"]);
+        // The subscriber URLs themselves are unchanged (for the normal connect).
+        assert_eq!(c.sub_targets.first().path, "/ws?x=1&topic=a%2Fb");
+        let needs = |args: &[&str], what: &str| {
+            let e = parse(args).expect_err(what);
+            assert!(format!("{e:#}").contains(what), "{e:#}");
+        };
+        needs(&["--recover=10"], "--protocol v1");
+        needs(&["--protocol=v1", "--recover=0"], "at least 1");
+        needs(
+            &["--protocol=v1", "--recover=10", "--rate=1,2"],
+            "one --rate",
+        );
+        needs(&["--protocol=v1", "--recover=10", "--idle=1"], "excludes");
+        needs(
+            &["--protocol=v1", "--recover=10", "--url=ws://127.0.0.1:1/ws"],
+            "exactly one topic",
+        );
+        needs(
+            &[
+                "--protocol=v1",
+                "--recover=10",
+                "--url=ws://127.0.0.1:1/ws?topic=a&topic=b",
+            ],
+            "exactly one topic",
+        );
+        needs(
+            &[
+                "--protocol=v1",
+                "--recover=10",
+                "--url=ws://127.0.0.1:1/ws?topic=a,ws://127.0.0.1:2/ws?topic=b",
+            ],
+            "same topic",
+        );
     }
 
     fn ports(c: &Config) -> Vec<u16> {

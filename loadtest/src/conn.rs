@@ -69,12 +69,14 @@ pub async fn connect_tcp(addr: SocketAddr, src: Option<IpAddr>) -> Result<TcpStr
     Ok(stream)
 }
 
-/// Connects and performs the WebSocket handshake. Returns the stream and any
-/// bytes that arrived after the response head (already frames).
+/// Connects and performs the WebSocket handshake, offering the subprotocol
+/// `protocol` when given (the server must then select it). Returns the stream
+/// and any bytes that arrived after the response head (already frames).
 pub async fn connect_ws(
     target: &Target,
     src: Option<IpAddr>,
     seed: u64,
+    protocol: Option<&str>,
 ) -> Result<(TcpStream, Vec<u8>), ConnectError> {
     let mut stream = connect_tcp(target.addr, src).await?;
     let mut rng = MaskRng::new(seed);
@@ -83,7 +85,12 @@ pub async fn connect_ws(
     raw[8..].copy_from_slice(&rng.next_u64().to_ne_bytes());
     let key = handshake::make_key(raw);
     stream
-        .write_all(&handshake::request(&target.host_header, &target.path, &key))
+        .write_all(&handshake::request(
+            &target.host_header,
+            &target.path,
+            &key,
+            protocol,
+        ))
         .await
         .map_err(ConnectError::Io)?;
     let mut buf = Vec::with_capacity(512);
@@ -93,7 +100,7 @@ pub async fn connect_ws(
             return Err(ConnectError::Eof);
         }
         if let Some(head) =
-            handshake::parse_response(&buf, &key).map_err(ConnectError::Handshake)?
+            handshake::parse_response(&buf, &key, protocol).map_err(ConnectError::Handshake)?
         {
             return Ok((stream, buf.split_off(head)));
         }
@@ -239,7 +246,7 @@ mod tests {
                 req
             });
             let target = Target::parse(&format!("ws://{addr}/ws?topic=x"), true).expect("target");
-            let (_stream, early) = connect_ws(&target, None, 42).await.expect("connect");
+            let (_stream, early) = connect_ws(&target, None, 42, None).await.expect("connect");
             assert_eq!(early, vec![0x81, 0x02, b'h', b'i']);
             let req = server.await.expect("join");
             assert!(req.starts_with("GET /ws?topic=x HTTP/1.1\r\n"));
@@ -254,7 +261,7 @@ mod tests {
             let addr = l.local_addr().expect("addr");
             drop(l);
             let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
-            let e = connect_ws(&t, None, 1).await.expect_err("refused");
+            let e = connect_ws(&t, None, 1, None).await.expect_err("refused");
             assert!(e.reason().starts_with("connect: "), "{}", e.reason());
 
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -268,7 +275,7 @@ mod tests {
                     .await;
             });
             let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
-            let e = connect_ws(&t, Some("127.0.0.2".parse().expect("ip")), 1)
+            let e = connect_ws(&t, Some("127.0.0.2".parse().expect("ip")), 1, None)
                 .await
                 .expect_err("503");
             assert_eq!(e.reason(), "handshake: HTTP status 503");

@@ -5,7 +5,8 @@
 //! `Sec-WebSocket-Accept` digest. Bytes that follow the response head are
 //! already WebSocket frames and are handed back to the caller. No extensions
 //! (in particular no permessage-deflate) are requested, so frames arrive
-//! uncompressed and RSV bits must stay clear.
+//! uncompressed and RSV bits must stay clear. A subprotocol (`hubcast.v1`) is
+//! offered only when asked for, and then the server must select it.
 
 use std::fmt;
 
@@ -33,6 +34,14 @@ pub enum HandshakeError {
     BadAccept,
     /// The server picked an extension we did not offer.
     UnexpectedExtension,
+    /// We offered a subprotocol and the server did not select it: it sent no
+    /// `Sec-WebSocket-Protocol` (`got` = `None`) or another one.
+    Subprotocol {
+        /// What we offered.
+        wanted: String,
+        /// What the server selected.
+        got: Option<String>,
+    },
 }
 
 impl fmt::Display for HandshakeError {
@@ -44,6 +53,14 @@ impl fmt::Display for HandshakeError {
             Self::NotUpgraded => f.write_str("missing Upgrade/Connection headers"),
             Self::BadAccept => f.write_str("bad Sec-WebSocket-Accept"),
             Self::UnexpectedExtension => f.write_str("unrequested extension"),
+            Self::Subprotocol { wanted, got: None } => write!(
+                f,
+                "server did not select subprotocol {wanted} (no Sec-WebSocket-Protocol in its 101)"
+            ),
+            Self::Subprotocol {
+                wanted,
+                got: Some(got),
+            } => write!(f, "server selected subprotocol {got:?} instead of {wanted}"),
         }
     }
 }
@@ -63,11 +80,14 @@ pub fn accept_for(key: &str) -> String {
     B64.encode(h.finalize())
 }
 
-/// The upgrade request.
-pub fn request(host: &str, path: &str, key: &str) -> Vec<u8> {
+/// The upgrade request, offering `protocol` as `Sec-WebSocket-Protocol` when given.
+pub fn request(host: &str, path: &str, key: &str, protocol: Option<&str>) -> Vec<u8> {
+    let offer = protocol
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\
          User-Agent: hubcast-loadtest\r\n\r\n"
     )
     .into_bytes()
@@ -79,8 +99,13 @@ fn header_has_token(value: &[u8], token: &str) -> bool {
 }
 
 /// Validates the response head in `buf`. `Ok(None)`: need more bytes;
-/// `Ok(Some(n))`: the head is `buf[..n]`, the rest are frames.
-pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeError> {
+/// `Ok(Some(n))`: the head is `buf[..n]`, the rest are frames. With
+/// `protocol` (the subprotocol offered), the server must have selected it.
+pub fn parse_response(
+    buf: &[u8],
+    key: &str,
+    protocol: Option<&str>,
+) -> Result<Option<usize>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     let n = match resp.parse(buf) {
@@ -96,6 +121,7 @@ pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeE
         return Err(HandshakeError::Status(code));
     }
     let (mut upgrade, mut connection, mut accept_ok) = (false, false, false);
+    let mut selected: Option<&[u8]> = None;
     let expected = accept_for(key);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("upgrade") {
@@ -106,6 +132,8 @@ pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeE
             accept_ok = h.value == expected.as_bytes();
         } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions") && !h.value.is_empty() {
             return Err(HandshakeError::UnexpectedExtension);
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            selected = Some(h.value);
         }
     }
     if !(upgrade && connection) {
@@ -113,6 +141,14 @@ pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, HandshakeE
     }
     if !accept_ok {
         return Err(HandshakeError::BadAccept);
+    }
+    if let Some(wanted) = protocol
+        && selected.map(<[u8]>::trim_ascii) != Some(wanted.as_bytes())
+    {
+        return Err(HandshakeError::Subprotocol {
+            wanted: wanted.to_string(),
+            got: selected.map(|v| String::from_utf8_lossy(v).into_owned()),
+        });
     }
     Ok(Some(n))
 }
@@ -133,9 +169,13 @@ mod tests {
 
     #[test]
     fn request_shape() {
-        let r = String::from_utf8(request("h:1", "/ws?topic=t", "k")).expect("utf8");
+        let r = String::from_utf8(request("h:1", "/ws?topic=t", "k", None)).expect("utf8");
         assert!(r.starts_with("GET /ws?topic=t HTTP/1.1\r\nHost: h:1\r\n"));
         assert!(r.contains("Sec-WebSocket-Key: k\r\n"));
+        assert!(r.ends_with("\r\n\r\n"));
+        assert!(!r.contains("Sec-WebSocket-Protocol"));
+        let r = String::from_utf8(request("h:1", "/ws", "k", Some("hubcast.v1"))).expect("utf8");
+        assert!(r.contains("\r\nSec-WebSocket-Protocol: hubcast.v1\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
     }
 
@@ -147,39 +187,80 @@ mod tests {
             .to_vec();
         let head = resp.len();
         resp.extend_from_slice(&[0x81, 0x01, b'x']);
-        assert_eq!(parse_response(&resp, key), Ok(Some(head)));
-        assert_eq!(parse_response(&resp[..head - 1], key), Ok(None));
+        assert_eq!(parse_response(&resp, key, None), Ok(Some(head)));
+        assert_eq!(parse_response(&resp[..head - 1], key, None), Ok(None));
     }
 
     #[test]
     fn rejects_bad_responses() {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
         assert_eq!(
-            parse_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", key),
+            parse_response(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+                key,
+                None
+            ),
             Err(HandshakeError::Status(404))
         );
         assert_eq!(
             parse_response(
                 b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                   Sec-WebSocket-Accept: nope\r\n\r\n",
-                key
+                key,
+                None
             ),
             Err(HandshakeError::BadAccept)
         );
         assert_eq!(
             parse_response(
                 b"HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-                key
+                key,
+                None
             ),
             Err(HandshakeError::NotUpgraded)
         );
         assert!(matches!(
-            parse_response(b"NOT HTTP\r\n\r\n", key),
+            parse_response(b"NOT HTTP\r\n\r\n", key, None),
             Err(HandshakeError::Malformed(_))
         ));
         assert_eq!(
-            parse_response(&vec![b'a'; MAX_RESPONSE_HEAD + 1], key).map_err(|_| ()),
+            parse_response(&vec![b'a'; MAX_RESPONSE_HEAD + 1], key, None).map_err(|_| ()),
             Err(())
+        );
+    }
+
+    #[test]
+    fn offered_subprotocol_must_be_selected() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+        let with = |extra: &str| format!("{head}{extra}\r\n").into_bytes();
+        let ok = with("Sec-WebSocket-Protocol: hubcast.v1\r\n");
+        assert_eq!(
+            parse_response(&ok, key, Some("hubcast.v1")),
+            Ok(Some(ok.len()))
+        );
+        // Not offered: whatever the server says is left alone (as before).
+        assert_eq!(parse_response(&ok, key, None), Ok(Some(ok.len())));
+        let none = with("");
+        let e = parse_response(&none, key, Some("hubcast.v1")).expect_err("not selected");
+        assert_eq!(
+            e,
+            HandshakeError::Subprotocol {
+                wanted: "hubcast.v1".into(),
+                got: None
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("did not select subprotocol hubcast.v1"),
+            "{e}"
+        );
+        let other = with("Sec-WebSocket-Protocol: chat\r\n");
+        let e = parse_response(&other, key, Some("hubcast.v1")).expect_err("other");
+        assert!(
+            e.to_string().contains("\"chat\" instead of hubcast.v1"),
+            "{e}"
         );
     }
 }

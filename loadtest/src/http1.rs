@@ -22,12 +22,25 @@ pub struct Response {
 }
 
 /// Request head for a POST of `body_len` bytes; the body follows it directly.
-pub fn post_head(host: &str, path: &str, body_len: usize, token: Option<&str>) -> Vec<u8> {
+/// `binary` posts `application/octet-stream` (hubcast publishes it as a binary
+/// message), otherwise `text/plain`.
+pub fn post_head(
+    host: &str,
+    path: &str,
+    body_len: usize,
+    token: Option<&str>,
+    binary: bool,
+) -> Vec<u8> {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let content_type = if binary {
+        "application/octet-stream"
+    } else {
+        "text/plain"
+    };
     format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
          Content-Length: {body_len}\r\nUser-Agent: hubcast-loadtest\r\n{auth}\r\n"
     )
     .into_bytes()
@@ -147,13 +160,16 @@ mod tests {
 
     #[test]
     fn head_has_length_and_token() {
-        let h = String::from_utf8(post_head("h:1", "/publish/t", 64, Some("tok"))).expect("utf8");
+        let h = String::from_utf8(post_head("h:1", "/publish/t", 64, Some("tok"), false))
+            .expect("utf8");
         assert!(h.starts_with("POST /publish/t HTTP/1.1\r\nHost: h:1\r\n"));
         assert!(h.contains("Content-Length: 64\r\n"));
         assert!(h.contains("Authorization: Bearer tok\r\n"));
         assert!(h.ends_with("\r\n\r\n"));
-        let h = String::from_utf8(post_head("h", "/", 1, None)).expect("utf8");
+        assert!(h.contains("Content-Type: text/plain\r\n"));
+        let h = String::from_utf8(post_head("h", "/", 1, None, true)).expect("utf8");
         assert!(!h.contains("Authorization"));
+        assert!(h.contains("Content-Type: application/octet-stream\r\n"));
     }
 
     #[test]

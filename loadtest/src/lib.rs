@@ -8,7 +8,10 @@
 //! - [`handshake`] / [`conn`]: the client opening handshake; connecting; output buffers.
 //! - [`frame`] / [`proto`]: server-frame batch parser, masked client frames;
 //!   ping/pong, close handshake and fragments.
-//! - [`payload`]: the ASCII measurement stamp (step, publisher, sequence, send time).
+//! - [`payload`]: the measurement stamp (step, publisher, sequence, send time):
+//!   ASCII, or a JSON array for protocol v1 runs.
+//! - [`v1`]: hubcast protocol v1 pushes (exact parser, offsets), replies, commands.
+//! - [`recovery`]: the `--recover` scenario's per-subscriber checks and verdict.
 //! - [`subscriber`]: the receive hot path (one shared read buffer per thread).
 //! - [`publisher`] / [`http1`] / [`pacing`]: paced publishing over WebSocket or HTTP POST.
 //! - [`stats`]: loss/duplicate/reorder accounting and latency histograms.
@@ -26,9 +29,11 @@ pub mod payload;
 pub mod procfs;
 pub mod proto;
 pub mod publisher;
+pub mod recovery;
 pub mod report;
 pub mod run;
 pub mod stats;
 pub mod subscriber;
 pub mod target;
+pub mod v1;
 pub mod worker;

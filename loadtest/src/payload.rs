@@ -17,6 +17,18 @@
 //!
 //! The receiver first tries offset 0 and, failing that, searches for the magic
 //! (servers that embed the message in an envelope still work).
+//!
+//! Protocol v1 runs (`--protocol v1`) publish the same four figures as a JSON
+//! array instead, so that hubcast inserts the payload into its pushes verbatim
+//! (valid JSON is the push's `data` as is: no quoting, no base64):
+//!
+//! ```text
+//! [step,publisher,seq,send_ns,"....."]      decimal numbers, '.' padding up to --size
+//! ```
+//!
+//! Numbers have no leading zeros (JSON), so their width varies; the padding
+//! string absorbs it and the payload is always exactly `--size` bytes, which
+//! must be at least [`JSON_STAMP_MAX`] (the widest possible stamp).
 
 /// Bytes taken by the stamp; `--size` must be at least this.
 pub const STAMP_LEN: usize = 36;
@@ -123,6 +135,123 @@ pub fn parse(msg: &[u8]) -> Option<Stamp> {
     memchr::memmem::find_iter(msg, MAGIC).find_map(|at| decode_at(&msg[at..]))
 }
 
+/// Widest JSON stamp with an empty padding string: `[255,65535,` + two
+/// 20-digit numbers + `,""]`. With `--protocol v1`, `--size` must be at least this.
+pub const JSON_STAMP_MAX: usize = 56;
+
+/// Appends `v` in decimal to `out` at `*pos` (no leading zeros).
+#[inline]
+fn put_dec(out: &mut [u8; JSON_STAMP_MAX], pos: &mut usize, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // Cast is lossless: a single decimal digit.
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let n = digits.len() - at;
+    out[*pos..*pos + n].copy_from_slice(&digits[at..]);
+    *pos += n;
+}
+
+/// Writes a full JSON payload into `dst` (its whole length is used):
+/// `[step,publisher,seq,send_ns,"…"]`, the string padded with `.` so that the
+/// payload is exactly `dst.len()` bytes.
+///
+/// `dst.len()` must be at least [`JSON_STAMP_MAX`]; callers validate `--size` once.
+#[inline]
+pub fn write_json(dst: &mut [u8], stamp: Stamp) {
+    debug_assert!(dst.len() >= JSON_STAMP_MAX);
+    let mut head = [0u8; JSON_STAMP_MAX];
+    let mut n = 0;
+    head[n] = b'[';
+    n += 1;
+    put_dec(&mut head, &mut n, u64::from(stamp.step));
+    head[n] = b',';
+    n += 1;
+    put_dec(&mut head, &mut n, u64::from(stamp.publisher));
+    head[n] = b',';
+    n += 1;
+    put_dec(&mut head, &mut n, stamp.seq);
+    head[n] = b',';
+    n += 1;
+    put_dec(&mut head, &mut n, stamp.sent_ns);
+    head[n] = b',';
+    head[n + 1] = b'"';
+    n += 2;
+    // `n + 2 <= JSON_STAMP_MAX <= dst.len()`: the head and the closing `"]` fit.
+    let n = n.min(dst.len().saturating_sub(2));
+    dst[..n].copy_from_slice(&head[..n]);
+    let end = dst.len().saturating_sub(2).max(n);
+    dst[n..end].fill(PAD);
+    if let Some(tail) = dst.get_mut(end..) {
+        tail.copy_from_slice(&b"\"]"[..tail.len()]);
+    }
+}
+
+/// Reads a JSON number that is a non-negative integer (no sign, no leading
+/// zero, no fraction or exponent) at the front of `s`, up to `max`; returns
+/// it and the digits' length.
+#[inline]
+fn get_dec(s: &[u8], max: u64) -> Option<(u64, usize)> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 || (digits > 1 && s[0] == b'0') {
+        return None;
+    }
+    let mut v = 0u64;
+    for &d in &s[..digits] {
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    (v <= max).then_some((v, digits))
+}
+
+/// Decodes the head of a JSON stamp, `[step,publisher,seq,send_ns,"`, at the
+/// front of `msg`; returns the stamp and where the padding starts. Exact: no
+/// whitespace, numbers as [`write_json`] writes them.
+#[inline]
+pub fn parse_json_head(msg: &[u8]) -> Option<(Stamp, usize)> {
+    let mut pos = 1;
+    if msg.first() != Some(&b'[') {
+        return None;
+    }
+    let mut fields = [0u64; 4];
+    let max = [0xFF, 0xFFFF, u64::MAX, u64::MAX];
+    for (field, max) in fields.iter_mut().zip(max) {
+        let (v, n) = get_dec(msg.get(pos..)?, max)?;
+        *field = v;
+        pos += n;
+        if msg.get(pos) != Some(&b',') {
+            return None;
+        }
+        pos += 1;
+    }
+    if msg.get(pos) != Some(&b'"') {
+        return None;
+    }
+    let [step, publisher, seq, sent_ns] = fields;
+    // Truncations are lossless: bounded by `max` above.
+    let stamp = Stamp {
+        step: step as u8,
+        publisher: publisher as u16,
+        seq,
+        sent_ns,
+    };
+    Some((stamp, pos + 1))
+}
+
+/// Decodes a whole JSON payload exactly as [`write_json`] wrote it: the head,
+/// nothing but `.` in the string, then `"]` and the end.
+#[inline]
+pub fn parse_json(msg: &[u8]) -> Option<Stamp> {
+    let (stamp, at) = parse_json_head(msg)?;
+    let pad = msg.get(at..)?.strip_suffix(b"\"]")?;
+    pad.iter().all(|&b| b == PAD).then_some(stamp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +288,98 @@ mod tests {
         msg.extend_from_slice(&inner);
         msg.extend_from_slice(br#""}"#);
         assert_eq!(parse(&msg), Some(stamp));
+    }
+
+    #[test]
+    fn json_round_trip_at_every_width() {
+        let stamps = [
+            Stamp {
+                step: 0,
+                publisher: 0,
+                seq: 0,
+                sent_ns: 0,
+            },
+            Stamp {
+                step: 7,
+                publisher: 12,
+                seq: 1234,
+                sent_ns: 987_654_321,
+            },
+            Stamp {
+                step: 0xFF,
+                publisher: 0xFFFF,
+                seq: u64::MAX,
+                sent_ns: u64::MAX,
+            },
+        ];
+        for stamp in stamps {
+            for size in [JSON_STAMP_MAX, 64, 300] {
+                let mut buf = vec![0u8; size];
+                write_json(&mut buf, stamp);
+                assert_eq!(buf.len(), size);
+                let v: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
+                assert_eq!(v[0], u64::from(stamp.step));
+                assert_eq!(v[1], u64::from(stamp.publisher));
+                assert_eq!(v[2], stamp.seq);
+                assert_eq!(v[3], stamp.sent_ns);
+                assert!(v[4].as_str().expect("pad").bytes().all(|b| b == b'.'));
+                assert_eq!(
+                    parse_json(&buf),
+                    Some(stamp),
+                    "{}",
+                    String::from_utf8_lossy(&buf)
+                );
+                let (head, at) = parse_json_head(&buf).expect("head");
+                assert_eq!(head, stamp);
+                assert_eq!(buf[at - 1], b'"');
+            }
+        }
+        let mut small = vec![0u8; 64];
+        write_json(
+            &mut small,
+            Stamp {
+                step: 1,
+                publisher: 2,
+                seq: 3,
+                sent_ns: 4,
+            },
+        );
+        assert!(small.starts_with(b"[1,2,3,4,\"...."));
+        assert!(small.ends_with(b".\"]"));
+    }
+
+    #[test]
+    fn json_stamps_are_read_exactly() {
+        assert_eq!(
+            parse_json(br#"[1,2,3,4,"..."]"#),
+            Some(Stamp {
+                step: 1,
+                publisher: 2,
+                seq: 3,
+                sent_ns: 4
+            })
+        );
+        for bad in [
+            &br#"[1,2,3,4,".x."]"#[..],
+            br#"[1,2,3,4,"..."] "#,
+            br#"[1,2,3,4,"..."#,
+            br#"[1, 2,3,4,"."]"#,
+            br#"[01,2,3,4,"."]"#,
+            br#"[256,2,3,4,"."]"#,
+            br#"[1,65536,3,4,"."]"#,
+            br#"[1,2,18446744073709551616,4,"."]"#,
+            br#"[1,2,3,-4,"."]"#,
+            br#"[1,2,3,4.5,"."]"#,
+            br#"[1,2,3,"."]"#,
+            br#"[1,2,3,4,5,"."]"#,
+            br#"{"a":1}"#,
+            b"",
+            b"[",
+        ] {
+            assert_eq!(parse_json(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        // The head alone ignores what follows (a base64 prefix ends anywhere).
+        assert!(parse_json_head(br#"[1,2,3,4,".."#).is_some());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::cli::PublishVia;
+use crate::cli::{Protocol, PublishVia};
 use crate::conn::{self, Conn, OUT_HIGH_WATER};
 use crate::frame::{self, MaskRng};
 use crate::http1;
@@ -85,6 +85,7 @@ impl Publisher {
                     &target.path,
                     ctx.params.size,
                     token.as_deref(),
+                    ctx.params.opcode == frame::OP_BINARY,
                 ),
                 pipeline: *pipeline,
                 inflight: RefCell::new(VecDeque::with_capacity(*pipeline)),
@@ -162,6 +163,11 @@ impl Publisher {
     fn append(&self, ctx: &ThreadCtx, conn: &Conn, step: u8, want: u64, now: Instant) -> u64 {
         let size = ctx.params.size;
         let opcode = ctx.params.opcode;
+        // Protocol v1 subscribers get JSON payloads verbatim in their pushes.
+        let write = match ctx.params.protocol {
+            Protocol::Plain => payload::write,
+            Protocol::V1 => payload::write_json,
+        };
         let sent_ns = ns_since(ctx.params.epoch, now);
         let first_seq = self.seq.get();
         let mut rng = self.rng.borrow_mut();
@@ -184,14 +190,14 @@ impl Publisher {
                         out.extend_from_slice(&h.head);
                         let start = out.len();
                         out.resize(start + size, 0);
-                        payload::write(&mut out[start..], stamp);
+                        write(&mut out[start..], stamp);
                     }
                     _ => {
                         let mask = rng.mask();
                         frame::push_client_header(out, opcode, size, mask);
                         let start = out.len();
                         out.resize(start + size, 0);
-                        payload::write(&mut out[start..], stamp);
+                        write(&mut out[start..], stamp);
                         frame::apply_mask(&mut out[start..], mask);
                     }
                 }
@@ -224,9 +230,11 @@ pub async fn connect_all(ctx: Rc<ThreadCtx>, ids: Vec<u16>, src_base: usize) -> 
         let result = match &ctx.params.publish {
             PublishVia::WebSocket(target) => {
                 let seed = ctx.seed();
+                // Publishers stay plain connections: on a v1 connection a text
+                // message would be a command, not a message to broadcast.
                 conn::with_timeout(
                     ctx.params.connect_timeout,
-                    conn::connect_ws(target, src, seed),
+                    conn::connect_ws(target, src, seed, None),
                 )
                 .await
             }
@@ -252,7 +260,8 @@ pub async fn connect_all(ctx: Rc<ThreadCtx>, ids: Vec<u16>, src_base: usize) -> 
                 } else {
                     let proto = Proto::new(ctx.seed(), ctx.params.max_frame);
                     tokio::task::spawn_local(async move {
-                        worker::run_connection(ctx2, conn, early, Role::Publisher, proto).await;
+                        worker::run_connection(ctx2, conn, early, Role::Publisher, proto, None)
+                            .await;
                         p.conn.replace(None);
                     });
                 }

@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::procfs::ProcSample;
+use crate::recovery::RecoveryReport;
 use crate::stats::{Disconnects, LatencySummary, Tally};
 
 /// Everything a run measured.
@@ -28,6 +29,8 @@ pub struct Report {
     pub client: ClientReport,
     /// Idle mode result.
     pub idle: Option<IdleReport>,
+    /// Recovery scenario result (`--recover`).
+    pub recovery: Option<RecoveryReport>,
     /// One entry per step run.
     pub steps: Vec<StepReport>,
     /// Verdict.
@@ -69,6 +72,10 @@ pub struct Setup {
     pub src_addrs: usize,
     /// RLIMIT_NOFILE soft limit after raising.
     pub nofile_limit: u64,
+    /// What subscribers speak: "plain" or "v1".
+    pub protocol: String,
+    /// `--recover N` (messages missed in the recovery scenario), if given.
+    pub recover: Option<u64>,
 }
 
 /// The connect phase.
@@ -229,6 +236,10 @@ pub struct StepReport {
     pub reorders: u64,
     /// Arrivals too far out of order to classify.
     pub stale: u64,
+    /// Protocol v1: offsets skipped before this step's pushes (`null` for plain).
+    pub offset_gaps: Option<u64>,
+    /// Protocol v1: this step's pushes at or below an offset already seen (`null` for plain).
+    pub offset_dups: Option<u64>,
     /// First arrivals that came after the drain (counted at the end of the run).
     pub late_after_drain: u64,
     /// Unique deliveries per second (from step start to the last first arrival).
@@ -337,6 +348,10 @@ pub struct Summary {
     pub publisher_received: u64,
     /// HTTP publisher reconnects.
     pub http_reconnects: u64,
+    /// Protocol v1: offsets skipped over every push of the run (`null` for plain).
+    pub offset_gaps: Option<u64>,
+    /// Protocol v1: pushes at or below an offset already seen, over the run (`null` for plain).
+    pub offset_dups: Option<u64>,
     /// Connections that did not finish the close handshake in time at exit.
     pub unclosed_at_exit: u64,
     /// Process exit code: 0 = some step passed (idle: all held), 1 = none.
@@ -413,8 +428,16 @@ impl Report {
         writeln!(w, "{}", self.tool)?;
         writeln!(
             w,
-            "target {}  publish via {} {}  subs {}  pubs {}  size {} B {}  threads {}",
-            s.url, s.publish_via, s.publish_url, s.subs, s.pubs, s.size, s.frame, s.threads
+            "target {}  protocol {}  publish via {} {}  subs {}  pubs {}  size {} B {}  threads {}",
+            s.url,
+            s.protocol,
+            s.publish_via,
+            s.publish_url,
+            s.subs,
+            s.pubs,
+            s.size,
+            s.frame,
+            s.threads
         )?;
         let c = &self.connect;
         writeln!(
@@ -520,6 +543,9 @@ impl Report {
                     .map(|b| format!("; server RSS {} per connection", bytes(b)))
                     .unwrap_or_default(),
             )?;
+        }
+        if let Some(r) = &self.recovery {
+            write_recovery(w, r)?;
         }
         if !self.steps.is_empty() {
             writeln!(w)?;
@@ -631,7 +657,7 @@ impl Report {
                 }
                 writeln!(
                     w,
-                    "step {} @ {}/s: expected {} received {} unique {} lost {} ({:.4}%) dup {} reorder {} stale {}{}",
+                    "step {} @ {}/s: expected {} received {} unique {} lost {} ({:.4}%) dup {} reorder {} stale {}{}{}",
                     st.step,
                     st.target_rate,
                     st.expected,
@@ -642,6 +668,10 @@ impl Report {
                     st.duplicates,
                     st.reorders,
                     st.stale,
+                    match (st.offset_gaps, st.offset_dups) {
+                        (Some(g), Some(d)) => format!(" offsets skipped {g} repeated {d}"),
+                        _ => String::new(),
+                    },
                     if notes.is_empty() {
                         String::new()
                     } else {
@@ -671,6 +701,14 @@ impl Report {
                 sm.foreign_messages
             )?;
         }
+        if let (Some(g), Some(d)) = (sm.offset_gaps, sm.offset_dups)
+            && g + d > 0
+        {
+            writeln!(
+                w,
+                "note: protocol v1 offsets over the run: {g} skipped, {d} repeated or backwards"
+            )?;
+        }
         if sm.unclosed_at_exit > 0 {
             writeln!(
                 w,
@@ -692,6 +730,86 @@ impl Report {
             }
         )?;
         Ok(())
+    }
+}
+
+/// The recovery block of the table.
+fn write_recovery(w: &mut impl Write, r: &RecoveryReport) -> io::Result<()> {
+    writeln!(w)?;
+    writeln!(
+        w,
+        "recovery: topic {:?}, {} of {} messages published while away ({}/s); \
+         {}/{} subscribed, {}/{} reconnected in {:.2} s",
+        r.topic,
+        r.missed,
+        r.messages,
+        r.rate,
+        r.subscribed,
+        r.subscribers,
+        r.reconnected,
+        r.subscribers,
+        r.reconnect_s
+    )?;
+    writeln!(
+        w,
+        "  replies: recovered:true {}, recovered:false {}, errors {}, none {}; \
+         live {}, exact {}/{}",
+        r.recovered_true,
+        r.recovered_false,
+        r.reply_errors.total(),
+        r.no_reply,
+        r.live,
+        r.exact,
+        r.subscribers
+    )?;
+    writeln!(
+        w,
+        "  pushes: replayed {} (expected {}), offsets skipped {} repeated {} beyond {}; \
+         stamps unique {} repeated {} missing {}",
+        r.replayed,
+        r.missed * r.subscribers as u64,
+        r.offset_gaps,
+        r.offset_dups,
+        r.extra,
+        r.unique,
+        r.duplicates,
+        r.foreign
+    )?;
+    let t = &r.time_to_live;
+    let o = &r.own_time_to_live;
+    writeln!(
+        w,
+        "  all live after {} ms (first reconnect → last subscriber has all {}); \
+         per subscriber p50 {} ms p99 {} ms max {} ms; from its own reconnect p50 {} ms p99 {} ms",
+        r.all_live_ms.map_or("-".to_string(), |m| format!("{m:.1}")),
+        r.missed,
+        ms(t.p50_us),
+        ms(t.p99_us),
+        ms(t.max_us),
+        ms(o.p50_us),
+        ms(o.p99_us),
+    )?;
+    if !r.subscribe_failures.0.is_empty() {
+        writeln!(
+            w,
+            "  first subscribe failures: {}",
+            tally_line(&r.subscribe_failures)
+        )?;
+    }
+    if !r.reconnect_failures.0.is_empty() {
+        writeln!(
+            w,
+            "  reconnect failures: {}",
+            tally_line(&r.reconnect_failures)
+        )?;
+    }
+    if !r.reply_errors.0.is_empty() {
+        writeln!(w, "  error replies: {}", tally_line(&r.reply_errors))?;
+    }
+    if r.pass {
+        writeln!(w, "  result: ok, every subscriber recovered exactly")
+    } else {
+        writeln!(w, "  result: FAIL\n    {}", r.failures.join("\n    "))
     }
 }
 

@@ -16,16 +16,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{Config, Mode, PublishVia};
+use crate::cli::{Config, Mode, Protocol, PublishVia, Recover};
 use crate::pacing;
 use crate::procfs::{self, ProcSample};
+use crate::recovery::{self, RecoveryReport, RunFacts};
 use crate::report::{
     ClientReport, ClientStep, ConnectReport, HttpStep, IdleReport, Report, ServerProcess,
     ServerReport, ServerStep, ServerStepProcess, Setup, StepReport, Summary, UrlConnect,
 };
 use crate::stats::{LatencySummary, StepRecv, StepSend, ThreadStats};
 use crate::target::SourcePlan;
-use crate::worker::{Cmd, ConnectTally, Live, Params, Worker, ns_since};
+use crate::worker::{Cmd, ConnectTally, Live, Params, SubPhase, Worker, ns_since};
 
 /// Time allowed for the close handshake at exit.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -211,6 +212,28 @@ impl Fleet {
             all.merge(p);
         }
         Ok(all)
+    }
+
+    /// Polls `done` about every 10 ms until it holds (`true`) or `limit` has
+    /// passed (`false`), calling `tick` in between.
+    fn wait_until(
+        &self,
+        limit: Duration,
+        mut done: impl FnMut(&Fleet) -> bool,
+        mut tick: impl FnMut(&Fleet, Duration),
+    ) -> bool {
+        let start = Instant::now();
+        loop {
+            if done(self) {
+                return true;
+            }
+            let e = start.elapsed();
+            if e >= limit {
+                return false;
+            }
+            tick(self, e);
+            std::thread::sleep((limit - e).min(Duration::from_millis(10)));
+        }
     }
 
     fn sleep(&self, d: Duration, mut tick: impl FnMut(&Fleet, Duration)) {
@@ -415,12 +438,13 @@ pub fn run(cfg: &Config, show_progress: bool) -> Result<Report> {
 pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
     let mut progress = Progress::new(mode);
     let (nofile, _hard) = procfs::raise_nofile_limit()?;
-    let ws_pubs = match (&cfg.mode, &cfg.publish) {
-        (Mode::Steps(_), PublishVia::WebSocket(_)) => cfg.pubs,
+    let publishing = matches!(cfg.mode, Mode::Steps(_) | Mode::Recover(_));
+    let ws_pubs = match &cfg.publish {
+        PublishVia::WebSocket(_) if publishing => cfg.pubs,
         _ => 0,
     };
-    let http_pubs = match (&cfg.mode, &cfg.publish) {
-        (Mode::Steps(_), PublishVia::Http { .. }) => cfg.pubs,
+    let http_pubs = match &cfg.publish {
+        PublishVia::Http { .. } if publishing => cfg.pubs,
         _ => 0,
     };
     let conns = cfg.subs + ws_pubs + http_pubs;
@@ -465,10 +489,16 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
         cfg.connect_concurrency.div_ceil(threads)
     };
     let subs_total = cfg.subs;
+    // Recovery subscribers subscribe by command (URLs without `topic=`).
+    let sub_phase = match &cfg.mode {
+        Mode::Recover(_) => SubPhase::RecSubscribe,
+        _ => SubPhase::Measure,
+    };
     progress.begin("connecting".into(), subs_total as u64, BAR_WIDTH, false);
     let tallies = fleet.ask(
         |i, reply| {
             Some(Cmd::ConnectSubs {
+                phase: sub_phase,
                 indices: (i..subs_total).step_by(threads).collect(),
                 rate: per_thread_rate,
                 concurrency: per_thread_conc,
@@ -492,6 +522,19 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
     let mut sub_tally = ConnectTally::default();
     for t in &tallies {
         sub_tally.merge(t);
+    }
+    if cfg.protocol == Protocol::V1
+        && sub_tally.ok == 0
+        && let Some(reason) = sub_tally
+            .failed
+            .0
+            .keys()
+            .find(|r| r.contains("subprotocol"))
+    {
+        bail!(
+            "--protocol v1: no subscriber could connect: {reason} \
+             (does the server speak hubcast protocol v1?)"
+        );
     }
     let server_after_connect = server.sample()?;
     let client_rss_after_connect = procfs::self_rss_bytes().unwrap_or(0);
@@ -540,6 +583,7 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
 
     let mut steps: Vec<StepReport> = Vec::new();
     let mut idle: Option<IdleReport> = None;
+    let mut recovery: Option<RecoveryReport> = None;
     let baseline = fleet.snapshot()?;
 
     match &cfg.mode {
@@ -580,6 +624,9 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
                     0.0
                 },
             });
+        }
+        Mode::Recover(rec) => {
+            recovery = Some(run_recovery(cfg, rec, &fleet, &mut progress, pub_tally.ok)?);
         }
         Mode::Steps(rates) => {
             let mut prev = baseline.clone();
@@ -642,12 +689,14 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
 
     let passed: Vec<&StepReport> = steps.iter().filter(|s| s.pass).collect();
     let best = passed.iter().max_by_key(|s| s.target_rate);
-    let exit_code = match (&cfg.mode, &idle) {
-        (Mode::Idle(_), Some(i)) => {
+    let exit_code = match (&cfg.mode, &idle, &recovery) {
+        (Mode::Idle(_), Some(i), _) => {
             i32::from(!(i.held == cfg.subs as u64 && i.disconnects.total() == 0))
         }
+        (Mode::Recover(_), _, Some(r)) => i32::from(!r.pass),
         _ => i32::from(passed.is_empty()),
     };
+    let v1 = cfg.protocol == Protocol::V1;
     let summary = Summary {
         steps_run: steps.len(),
         steps_passed: passed.len(),
@@ -656,6 +705,8 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
         foreign_messages: final_snap.foreign,
         publisher_received: final_snap.pub_received,
         http_reconnects: final_snap.http_reconnects,
+        offset_gaps: v1.then_some(final_snap.offset_gaps),
+        offset_dups: v1.then_some(final_snap.offset_dups),
         unclosed_at_exit: unclosed,
         exit_code,
     };
@@ -688,7 +739,13 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
             min_send_ratio: cfg.min_send_ratio,
             rates: match &cfg.mode {
                 Mode::Steps(r) => r.clone(),
+                Mode::Recover(r) => vec![r.rate],
                 Mode::Idle(_) => Vec::new(),
+            },
+            protocol: cfg.protocol.name().into(),
+            recover: match &cfg.mode {
+                Mode::Recover(r) => Some(r.messages),
+                _ => None,
             },
             src_addrs: sources.len(),
             nofile_limit: nofile,
@@ -703,9 +760,182 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
             saturated_any_step: steps.iter().any(|s| s.client.saturated),
         },
         idle,
+        recovery,
         steps,
         summary,
     })
+}
+
+/// The recovery scenario after the first connect: wait for every first
+/// subscribe's reply, disconnect everyone, publish N messages, reconnect
+/// everyone at once with `since`, wait until each is live (or stuck), and
+/// sum up. `pub_conns`: publisher connections up.
+fn run_recovery(
+    cfg: &Config,
+    rec: &Recover,
+    fleet: &Fleet,
+    progress: &mut Progress,
+    pub_conns: u64,
+) -> Result<RecoveryReport> {
+    let threads = fleet.workers.len();
+    let subs = cfg.subs as u64;
+    let indices = |i: usize| (i..cfg.subs).step_by(threads).collect::<Vec<_>>();
+
+    // Every first subscribe answered (failed connects count as answered).
+    progress.begin("subscribing".into(), subs, BAR_WIDTH, false);
+    fleet.wait_until(
+        cfg.connect_timeout,
+        |f| f.sum(|l| &l.rec_subscribed) >= subs,
+        |f, _| {
+            let n = f.sum(|l| &l.rec_subscribed);
+            progress.show(n, || format!("{n}/{subs} subscribe replies"));
+        },
+    );
+
+    // Everyone goes away; the server must have seen them go before publishing.
+    progress.begin("disconnecting".into(), subs, BAR_WIDTH, false);
+    fleet.ask(|_, reply| Some(Cmd::CloseSubs { reply }), |_| {})?;
+    fleet.wait_until(
+        CLOSE_GRACE,
+        |f| f.sum(|l| &l.subs_connected) == 0,
+        |f, _| {
+            let n = f.sum(|l| &l.subs_connected);
+            progress.show(subs.saturating_sub(n), || format!("{n} still connected"));
+        },
+    );
+    let not_disconnected = fleet.sum(|l| &l.subs_connected);
+
+    // Publish N while they are away, and wait until the server has them all.
+    let before = fleet.snapshot()?;
+    fleet.ask(|_, reply| Some(Cmd::OpenStep { step: 0, reply }), |_| {})?;
+    let window = Duration::from_secs_f64(rec.messages as f64 / rec.rate as f64);
+    let shares = pacing::split(rec.messages, cfg.pubs);
+    let start = Instant::now() + STEP_LEAD;
+    progress.begin("publishing".into(), ms(window), BAR_WIDTH, false);
+    let sends: Vec<StepSend> = fleet.ask(
+        |i, reply| {
+            let totals: Vec<(u16, u64)> = shares
+                .iter()
+                .enumerate()
+                .filter(|(id, _)| id % threads == i)
+                .filter_map(|(id, n)| u16::try_from(id).ok().map(|id| (id, *n)))
+                .collect();
+            Some(Cmd::Step {
+                step: 0,
+                start,
+                window,
+                totals,
+                reply,
+            })
+        },
+        |f| {
+            let sent = f.sum(|l| &l.sent);
+            progress.show(ms(start.elapsed().min(window)), || {
+                format!("{sent}/{} published while away", rec.messages)
+            });
+        },
+    )?;
+    let sent: u64 = sends.iter().map(|s| s.sent).sum();
+    let http = matches!(cfg.publish, PublishVia::Http { .. });
+    // HTTP: every request answered; WebSocket: every publisher connection has
+    // its echo of every message (the server has sequenced them all).
+    fleet.wait_until(
+        cfg.drain.max(Duration::from_secs(1)),
+        |f| match f.snapshot() {
+            Ok(snap) if http => {
+                let s = snap.send.first().cloned().unwrap_or_default();
+                s.accepted + s.rejected + s.unanswered >= sent
+            }
+            Ok(snap) => snap.pub_received.saturating_sub(before.pub_received) >= sent * pub_conns,
+            Err(_) => false,
+        },
+        |_, _| {},
+    );
+    let missed = fleet.snapshot()?.send.first().map_or(0, |s| s.accepted);
+
+    // Everyone back at once, each with its position.
+    let reconnect_start = Instant::now();
+    let recv_before = fleet.sum(|l| &l.received);
+    progress.begin("reconnecting".into(), subs, BAR_WIDTH, false);
+    let per_thread_conc = if cfg.connect_concurrency == 0 {
+        usize::MAX
+    } else {
+        cfg.connect_concurrency.div_ceil(threads)
+    };
+    let tallies = fleet.ask(
+        |i, reply| {
+            Some(Cmd::ConnectSubs {
+                phase: SubPhase::RecReconnect { missed },
+                indices: indices(i),
+                rate: 0.0,
+                concurrency: per_thread_conc,
+                reply,
+            })
+        },
+        |f| {
+            let up = f.sum(|l| &l.subs_connected);
+            let live = f.sum(|l| &l.rec_settled);
+            progress.show(up, || format!("{up}/{subs} reconnected, {live} settled"));
+        },
+    )?;
+    let reconnect_s = secs(reconnect_start.elapsed());
+    let mut tally = ConnectTally::default();
+    for t in &tallies {
+        tally.merge(t);
+    }
+    let attempts = tally.ok + tally.failed.total();
+
+    // Until every subscriber is live (or known not to become live), or nothing
+    // arrives any more.
+    let stall = cfg.drain.max(Duration::from_secs(1));
+    let cap = cfg.connect_timeout + stall + Duration::from_secs(60);
+    let mut last = (fleet.sum(|l| &l.received), Instant::now());
+    progress.begin("recovering".into(), attempts, BAR_WIDTH, true);
+    fleet.wait_until(
+        cap,
+        |f| {
+            let recv = f.sum(|l| &l.received);
+            if recv != last.0 {
+                last = (recv, Instant::now());
+            }
+            f.sum(|l| &l.rec_settled) >= attempts || last.1.elapsed() >= stall
+        },
+        |f, _| {
+            let settled = f.sum(|l| &l.rec_settled);
+            progress.show(settled, || {
+                format!(
+                    "{settled}/{attempts} settled, {} pushes",
+                    f.sum(|l| &l.received) - recv_before
+                )
+            });
+        },
+    );
+    // Anything late (repeats, offsets beyond the range) still counts.
+    progress.begin("draining".into(), ms(cfg.drain), BAR_WIDTH / 2, true);
+    fleet.sleep(cfg.drain, |_, e| progress.show(ms(e), String::new));
+    progress.done();
+
+    let mut slots: Vec<recovery::Slot> = fleet
+        .ask(|_, reply| Some(Cmd::RecoverySlots { reply }), |_| {})?
+        .into_iter()
+        .flatten()
+        .collect();
+    slots.sort_by_key(|s| s.index);
+    Ok(recovery::summarize(
+        RunFacts {
+            topic: rec.topic.clone(),
+            messages: rec.messages,
+            rate: rec.rate,
+            published: sent,
+            missed,
+            subscribers: cfg.subs,
+            not_disconnected,
+            reconnected: tally.ok,
+            reconnect_failures: tally.failed,
+            reconnect_s,
+        },
+        &slots,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -896,6 +1126,13 @@ fn run_step(
     if recv.duplicates > 0 {
         failures.push(format!("{} duplicates", recv.duplicates));
     }
+    let v1 = cfg.protocol == Protocol::V1;
+    if v1 && recv.offset_gaps + recv.offset_dups > 0 {
+        failures.push(format!(
+            "offsets: {} skipped, {} repeated or backwards",
+            recv.offset_gaps, recv.offset_dups
+        ));
+    }
     if recv.reorders + recv.stale > 0 {
         failures.push(format!(
             "{} reordered ({} beyond the {}-message window)",
@@ -951,6 +1188,8 @@ fn run_step(
         duplicates: recv.duplicates,
         reorders: recv.reorders,
         stale: recv.stale,
+        offset_gaps: v1.then_some(recv.offset_gaps),
+        offset_dups: v1.then_some(recv.offset_dups),
         late_after_drain: 0,
         deliveries_per_sec,
         latency,

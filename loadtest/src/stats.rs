@@ -89,6 +89,11 @@ pub struct StepRecv {
     pub reorders: u64,
     /// Arrivals too old to classify (see [`Arrival::Stale`]).
     pub stale: u64,
+    /// Protocol v1: offsets skipped before this step's pushes (a push whose
+    /// offset is not its topic's previous + 1 adds the difference).
+    pub offset_gaps: u64,
+    /// Protocol v1: this step's pushes at or below an offset already seen.
+    pub offset_dups: u64,
     /// Earliest and latest receive time (ns since epoch); `u64::MAX`/0 when none.
     pub first_recv_ns: u64,
     /// See `first_recv_ns`.
@@ -98,6 +103,16 @@ pub struct StepRecv {
 }
 
 impl StepRecv {
+    /// Records what a push's offset said (protocol v1).
+    #[inline]
+    pub fn record_offset(&mut self, check: crate::v1::OffsetCheck) {
+        match check {
+            crate::v1::OffsetCheck::Gap(n) => self.offset_gaps += n,
+            crate::v1::OffsetCheck::Back => self.offset_dups += 1,
+            crate::v1::OffsetCheck::First | crate::v1::OffsetCheck::Next => {}
+        }
+    }
+
     /// Empty figures with a histogram covering 1 ns..60 s at 3 significant digits.
     pub fn new() -> Self {
         Self {
@@ -106,6 +121,8 @@ impl StepRecv {
             duplicates: 0,
             reorders: 0,
             stale: 0,
+            offset_gaps: 0,
+            offset_dups: 0,
             first_recv_ns: u64::MAX,
             last_recv_ns: 0,
             latency: new_histogram(),
@@ -142,6 +159,8 @@ impl StepRecv {
         self.duplicates += other.duplicates;
         self.reorders += other.reorders;
         self.stale += other.stale;
+        self.offset_gaps += other.offset_gaps;
+        self.offset_dups += other.offset_dups;
         self.first_recv_ns = self.first_recv_ns.min(other.first_recv_ns);
         self.last_recv_ns = self.last_recv_ns.max(other.last_recv_ns);
         // Same bounds on both sides, so addition cannot fail.
@@ -294,6 +313,10 @@ pub struct ThreadStats {
     pub pub_disconnects: Disconnects,
     /// HTTP publisher reconnects.
     pub http_reconnects: u64,
+    /// Protocol v1: offsets skipped, over every push (with or without a stamp).
+    pub offset_gaps: u64,
+    /// Protocol v1: pushes at or below an offset already seen, over every push.
+    pub offset_dups: u64,
 }
 
 impl ThreadStats {
@@ -336,6 +359,8 @@ impl ThreadStats {
         self.sub_disconnects.merge(&other.sub_disconnects);
         self.pub_disconnects.merge(&other.pub_disconnects);
         self.http_reconnects += other.http_reconnects;
+        self.offset_gaps += other.offset_gaps;
+        self.offset_dups += other.offset_dups;
     }
 }
 

@@ -6,10 +6,13 @@
 //! tail, repeat. One clock read per `read()` timestamps all messages in it. A
 //! frame too large for the shared buffer is assembled in the connection's own
 //! carry buffer instead. Subscribers account stamps into the thread's
-//! statistics; publisher connections (chat echo) are only counted. The loop
-//! also flushes output the protocol queued (pongs, close replies) and reports
-//! how the connection ended.
+//! statistics (protocol v1 subscribers first take the push apart and check
+//! its offset; recovery subscribers account into their recovery slot);
+//! publisher connections (chat echo) are only counted. The loop also flushes
+//! output the protocol queued (pongs, close replies) and reports how the
+//! connection ended.
 
+use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,9 +20,11 @@ use std::time::Duration;
 use tokio::io::Interest;
 
 use crate::conn::Conn;
-use crate::payload;
+use crate::payload::{self, Stamp};
 use crate::proto::{Outcome, Proto};
+use crate::recovery::{self, Phase};
 use crate::stats::{Disconnects, SeqTracker, ThreadStats};
+use crate::v1::{self, OffsetCheck, Offsets};
 use crate::worker::{Live, READ_BUF, ThreadCtx};
 
 /// Frames whose total size exceeds this are assembled in the connection's
@@ -31,10 +36,59 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// What a connection is for.
 #[derive(Debug)]
 pub enum Role {
-    /// Measured subscriber, with one sequence tracker per publisher.
-    Subscriber(Vec<SeqTracker>),
+    /// Measured subscriber.
+    Subscriber(Sub),
     /// Publisher connection: received data is counted, not measured.
     Publisher,
+}
+
+impl Role {
+    /// The recovery slot a subscriber accounts into, if any.
+    pub fn recovery(&self) -> Option<(Phase, Rc<RefCell<recovery::Slot>>)> {
+        match self {
+            Self::Subscriber(Sub { v1: Some(v), .. }) => v.rec.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// A measured subscriber's receive state.
+#[derive(Debug)]
+pub struct Sub {
+    /// One sequence tracker per publisher.
+    pub seqs: Vec<SeqTracker>,
+    /// Protocol v1 state; `None` for plain subscribers.
+    pub v1: Option<Box<V1Sub>>,
+}
+
+impl Sub {
+    /// A plain subscriber for `pubs` publishers.
+    pub fn plain(pubs: usize) -> Self {
+        Self {
+            seqs: vec![SeqTracker::default(); pubs],
+            v1: None,
+        }
+    }
+
+    /// A protocol v1 subscriber for `pubs` publishers.
+    pub fn v1(pubs: usize, v1: V1Sub) -> Self {
+        Self {
+            seqs: vec![SeqTracker::default(); pubs],
+            v1: Some(Box::new(v1)),
+        }
+    }
+}
+
+/// Protocol v1 state of a subscriber.
+#[derive(Debug, Default)]
+pub struct V1Sub {
+    /// Highest offset per topic.
+    pub offsets: Offsets,
+    /// Recovery scenario: the connection's phase and the subscriber's slot
+    /// (its pushes go there instead of into the step statistics).
+    pub rec: Option<(Phase, Rc<RefCell<recovery::Slot>>)>,
+    /// The recovery topic as pushes carry it (raw JSON string content).
+    pub topic: Vec<u8>,
 }
 
 /// How a connection ended.
@@ -65,8 +119,23 @@ impl End {
 impl ThreadStats {
     /// Accounts one subscriber message. Unknown steps/publishers are foreign.
     #[inline]
-    fn record_message(&mut self, seqs: &mut [SeqTracker], msg: &[u8], now_ns: u64) {
-        let Some(stamp) = payload::parse(msg) else {
+    fn record_message(&mut self, sub: &mut Sub, msg: &[u8], now_ns: u64, live: &Live) {
+        match sub.v1.as_deref_mut() {
+            None => self.record_stamp(&mut sub.seqs, payload::parse(msg), now_ns, None),
+            Some(v) => self.record_v1(v, &mut sub.seqs, msg, now_ns, live),
+        }
+    }
+
+    /// Accounts one stamp (and, for v1, its push's offset check) in its step.
+    #[inline]
+    fn record_stamp(
+        &mut self,
+        seqs: &mut [SeqTracker],
+        stamp: Option<Stamp>,
+        now_ns: u64,
+        offset: Option<OffsetCheck>,
+    ) {
+        let Some(stamp) = stamp else {
             self.foreign += 1;
             return;
         };
@@ -78,8 +147,57 @@ impl ThreadStats {
             (Some(step), Some(tracker)) => {
                 let arrival = tracker.observe(stamp.seq);
                 step.record(arrival, now_ns.saturating_sub(stamp.sent_ns), now_ns);
+                if let Some(check) = offset {
+                    step.record_offset(check);
+                }
             }
             _ => self.foreign += 1,
+        }
+    }
+
+    /// A protocol v1 message: a push (offset checked, stamp accounted), or a
+    /// reply (only recovery subscribers send commands; others' are foreign).
+    #[inline]
+    fn record_v1(
+        &mut self,
+        v: &mut V1Sub,
+        seqs: &mut [SeqTracker],
+        msg: &[u8],
+        now_ns: u64,
+        live: &Live,
+    ) {
+        let Some(push) = v1::parse_push(msg) else {
+            let reply = v.rec.as_ref().and_then(|_| v1::parse_reply(msg));
+            match (reply, &v.rec) {
+                (Some(reply), Some((phase, slot))) => {
+                    let settled =
+                        slot.borrow_mut()
+                            .on_reply(*phase, reply, &mut v.offsets, &v.topic, now_ns);
+                    if settled {
+                        Live::inc(live.settled(*phase));
+                    }
+                }
+                _ => self.foreign += 1,
+            }
+            return;
+        };
+        let check = v.offsets.observe(push.topic, push.offset);
+        match check {
+            OffsetCheck::Gap(n) => self.offset_gaps += n,
+            OffsetCheck::Back => self.offset_dups += 1,
+            OffsetCheck::First | OffsetCheck::Next => {}
+        }
+        let stamp = v1::stamp(&push.data);
+        match &v.rec {
+            Some((phase, slot)) => {
+                if slot
+                    .borrow_mut()
+                    .on_push(*phase, push.offset, stamp, seqs, now_ns)
+                {
+                    Live::inc(live.settled(*phase));
+                }
+            }
+            None => self.record_stamp(seqs, stamp, now_ns, Some(check)),
         }
     }
 }
@@ -245,11 +363,11 @@ fn handle(
 ) -> Result<(Outcome, Handled), End> {
     let mut count = 0u64;
     let outcome = conn.with_out(|out| match role {
-        Role::Subscriber(seqs) => {
+        Role::Subscriber(sub) => {
             let mut stats = ctx.stats.borrow_mut();
             proto.process(data, out, |msg| {
                 count += 1;
-                stats.record_message(seqs, msg, now_ns);
+                stats.record_message(sub, msg, now_ns, &ctx.live);
             })
         }
         Role::Publisher => proto.process(data, out, |_| count += 1),

@@ -9,6 +9,7 @@
 //! task borrows the thread's buffer and statistics once per `read()`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -21,15 +22,17 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
-use crate::cli::{Config, PublishVia};
+use crate::cli::{Config, Mode, Protocol, PublishVia};
 use crate::conn::{self, Conn};
 use crate::frame::{self, MaskRng};
 use crate::pacing;
 use crate::proto::Proto;
 use crate::publisher::{self, Publisher};
-use crate::stats::{self, SeqTracker, StepSend, Tally, ThreadStats};
-use crate::subscriber::{self, Role};
+use crate::recovery::{self, Phase};
+use crate::stats::{self, StepSend, Tally, ThreadStats};
+use crate::subscriber::{self, Role, Sub, V1Sub};
 use crate::target::{SourcePlan, Targets};
+use crate::v1;
 
 /// Size of the per-thread read buffer.
 pub const READ_BUF: usize = 256 * 1024;
@@ -57,6 +60,22 @@ pub struct Params {
     pub max_frame: usize,
     /// Time zero for payload timestamps.
     pub epoch: Instant,
+    /// What subscribers speak.
+    pub protocol: Protocol,
+    /// Recovery scenario: subscriber endpoints without their `topic=`, the
+    /// topic, and the topic as pushes carry it.
+    pub recover: Option<RecoverParams>,
+}
+
+/// Where recovery subscribers connect and what they subscribe to.
+#[derive(Debug)]
+pub struct RecoverParams {
+    /// Subscriber endpoints without `topic=` (round-robin like `sub_targets`).
+    pub targets: Targets,
+    /// The topic.
+    pub topic: String,
+    /// The topic as raw JSON string content, as pushes carry it.
+    pub topic_raw: Vec<u8>,
 }
 
 impl Params {
@@ -77,6 +96,15 @@ impl Params {
             connect_timeout: cfg.connect_timeout,
             max_frame: cfg.max_frame,
             epoch,
+            protocol: cfg.protocol,
+            recover: match &cfg.mode {
+                Mode::Recover(r) => Some(RecoverParams {
+                    targets: r.targets.clone(),
+                    topic: r.topic.clone(),
+                    topic_raw: v1::topic_as_pushed(&r.topic).into_owned(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -98,6 +126,11 @@ pub struct Live {
     pub disconnects: AtomicU64,
     /// The worker thread's kernel thread id.
     pub tid: AtomicI32,
+    /// Recovery: first subscribes answered (or failed).
+    pub rec_subscribed: AtomicU64,
+    /// Recovery: second subscribers whose outcome is known (live, not
+    /// recovered, error, or disconnected).
+    pub rec_settled: AtomicU64,
 }
 
 impl Live {
@@ -105,6 +138,29 @@ impl Live {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// The counter of recovery slots settled in `phase`.
+    pub fn settled(&self, phase: Phase) -> &AtomicU64 {
+        match phase {
+            Phase::Subscribe => &self.rec_subscribed,
+            Phase::Recover => &self.rec_settled,
+        }
+    }
+}
+
+/// What a subscriber connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubPhase {
+    /// A measured subscriber of the steps (topics in its URL).
+    Measure,
+    /// Recovery, first connection: subscribe by command, record the position.
+    RecSubscribe,
+    /// Recovery, second connection: subscribe with `since`; `missed`
+    /// messages were published meanwhile.
+    RecReconnect {
+        /// Messages to recover.
+        missed: u64,
+    },
 }
 
 /// Result of a connect command on one thread.
@@ -169,6 +225,8 @@ impl Default for ConnectTally {
 pub enum Cmd {
     /// Connect these global subscriber indices, paced at `rate` per second on this thread.
     ConnectSubs {
+        /// What the connections are for.
+        phase: SubPhase,
         /// Global subscriber indices (source-address choice, seeds).
         indices: Vec<usize>,
         /// Attempts per second on this thread (0 = unlimited).
@@ -212,6 +270,17 @@ pub enum Cmd {
         /// Where to send it.
         reply: std_mpsc::Sender<ThreadStats>,
     },
+    /// Start the close handshake on every subscriber (recovery: everyone
+    /// goes away); answered at once, the coordinator watches them end.
+    CloseSubs {
+        /// Acknowledgement.
+        reply: std_mpsc::Sender<()>,
+    },
+    /// Copy of the thread's recovery slots.
+    RecoverySlots {
+        /// Where to send them.
+        reply: std_mpsc::Sender<Vec<recovery::Slot>>,
+    },
     /// Close every connection (close handshake), waiting at most `grace`.
     Shutdown {
         /// Longest wait for close replies.
@@ -231,7 +300,10 @@ pub struct ThreadCtx {
     pub stats: RefCell<ThreadStats>,
     /// Counters for progress.
     pub live: Arc<Live>,
-    conns: RefCell<Vec<Weak<Conn>>>,
+    /// Live connections, and whether each is a subscriber.
+    conns: RefCell<Vec<(Weak<Conn>, bool)>>,
+    /// Recovery slots by global subscriber index.
+    rec_slots: RefCell<HashMap<usize, Rc<RefCell<recovery::Slot>>>>,
     /// This thread's publishers.
     pub pubs: RefCell<Vec<Rc<Publisher>>>,
     active: Cell<usize>,
@@ -249,6 +321,7 @@ impl ThreadCtx {
             stats: RefCell::new(ThreadStats::default()),
             live,
             conns: RefCell::new(Vec::new()),
+            rec_slots: RefCell::new(HashMap::new()),
             pubs: RefCell::new(Vec::new()),
             active: Cell::new(0),
             all_done: Notify::new(),
@@ -269,12 +342,12 @@ impl ThreadCtx {
     }
 
     /// Registers a live connection task (for shutdown and its wait).
-    pub fn register(&self, conn: &Rc<Conn>) {
+    pub fn register(&self, conn: &Rc<Conn>, is_sub: bool) {
         let mut conns = self.conns.borrow_mut();
         if conns.len() == conns.capacity() {
-            conns.retain(|w| w.strong_count() > 0);
+            conns.retain(|(w, _)| w.strong_count() > 0);
         }
-        conns.push(Rc::downgrade(conn));
+        conns.push((Rc::downgrade(conn), is_sub));
         self.active.set(self.active.get() + 1);
     }
 
@@ -287,11 +360,12 @@ impl ThreadCtx {
         }
     }
 
-    fn live_conns(&self) -> Vec<Rc<Conn>> {
+    fn live_conns(&self, subs_only: bool) -> Vec<Rc<Conn>> {
         self.conns
             .borrow()
             .iter()
-            .filter_map(Weak::upgrade)
+            .filter(|(_, is_sub)| *is_sub || !subs_only)
+            .filter_map(|(w, _)| w.upgrade())
             .collect()
     }
 }
@@ -360,6 +434,7 @@ async fn control_loop(ctx: Rc<ThreadCtx>, mut rx: mpsc::UnboundedReceiver<Cmd>) 
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Cmd::ConnectSubs {
+                phase,
                 indices,
                 rate,
                 concurrency,
@@ -367,7 +442,7 @@ async fn control_loop(ctx: Rc<ThreadCtx>, mut rx: mpsc::UnboundedReceiver<Cmd>) 
             } => {
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
-                    let tally = connect_subs(ctx, indices, rate, concurrency).await;
+                    let tally = connect_subs(ctx, phase, indices, rate, concurrency).await;
                     let _ = reply.send(tally);
                 });
             }
@@ -403,6 +478,23 @@ async fn control_loop(ctx: Rc<ThreadCtx>, mut rx: mpsc::UnboundedReceiver<Cmd>) 
             Cmd::Snapshot { reply } => {
                 let _ = reply.send(ctx.stats.borrow().clone());
             }
+            Cmd::CloseSubs { reply } => {
+                for c in ctx.live_conns(true) {
+                    let mask = ctx.rng.borrow_mut().mask();
+                    c.start_close(mask);
+                }
+                let _ = reply.send(());
+            }
+            Cmd::RecoverySlots { reply } => {
+                let mut slots: Vec<recovery::Slot> = ctx
+                    .rec_slots
+                    .borrow()
+                    .values()
+                    .map(|s| s.borrow().clone())
+                    .collect();
+                slots.sort_by_key(|s| s.index);
+                let _ = reply.send(slots);
+            }
             Cmd::Shutdown { grace, reply } => {
                 let left = shutdown(&ctx, grace).await;
                 let _ = reply.send(left);
@@ -416,7 +508,7 @@ async fn shutdown(ctx: &Rc<ThreadCtx>, grace: Duration) -> u64 {
     for p in ctx.pubs.borrow().iter() {
         p.stop();
     }
-    for c in ctx.live_conns() {
+    for c in ctx.live_conns(false) {
         let mask = ctx.rng.borrow_mut().mask();
         c.start_close(mask);
     }
@@ -433,12 +525,69 @@ async fn shutdown(ctx: &Rc<ThreadCtx>, grace: Duration) -> u64 {
     ctx.active.get() as u64
 }
 
+/// How subscriber `index` connects in `phase`: its endpoint (by index in
+/// the URL list), the command to send after the handshake, and its state.
+/// `None`: nothing to do (a recovery subscriber that has no position).
+fn sub_plan(
+    ctx: &ThreadCtx,
+    phase: SubPhase,
+    index: usize,
+    start_ns: u64,
+) -> Option<(&Targets, Option<String>, Sub)> {
+    let p = &ctx.params;
+    let rec = match (phase, &p.recover) {
+        (SubPhase::Measure, _) | (_, None) => {
+            let sub = match p.protocol {
+                Protocol::Plain => Sub::plain(p.pubs),
+                Protocol::V1 => Sub::v1(p.pubs, V1Sub::default()),
+            };
+            return Some((&p.sub_targets, None, sub));
+        }
+        (_, Some(rec)) => rec,
+    };
+    let (rec_phase, slot, command, offsets) = match phase {
+        SubPhase::RecReconnect { missed } => {
+            let slot = ctx.rec_slots.borrow().get(&index).cloned()?;
+            let (offset, epoch) = slot.borrow_mut().begin_recover(start_ns, missed)?;
+            let command = v1::subscribe_command(2, &rec.topic, Some((offset, &epoch)));
+            // Pushes must continue right after the recorded position.
+            let mut offsets = v1::Offsets::default();
+            offsets.set(&rec.topic_raw, offset);
+            (Phase::Recover, slot, command, offsets)
+        }
+        _ => {
+            let slot = Rc::new(RefCell::new(recovery::Slot::new(index)));
+            ctx.rec_slots.borrow_mut().insert(index, slot.clone());
+            let command = v1::subscribe_command(1, &rec.topic, None);
+            (Phase::Subscribe, slot, command, v1::Offsets::default())
+        }
+    };
+    let v1 = V1Sub {
+        offsets,
+        rec: Some((rec_phase, slot)),
+        topic: rec.topic_raw.clone(),
+    };
+    Some((&rec.targets, Some(command), Sub::v1(p.pubs, v1)))
+}
+
 async fn connect_subs(
     ctx: Rc<ThreadCtx>,
+    phase: SubPhase,
     indices: Vec<usize>,
     rate: f64,
     concurrency: usize,
 ) -> ConnectTally {
+    // Recovery subscribers without a position have nothing to reconnect for.
+    let indices: Vec<usize> = match phase {
+        SubPhase::RecReconnect { .. } => {
+            let slots = ctx.rec_slots.borrow();
+            indices
+                .into_iter()
+                .filter(|i| slots.get(i).is_some_and(|s| s.borrow().since.is_some()))
+                .collect()
+        }
+        _ => indices,
+    };
     let tally = Rc::new(RefCell::new(ConnectTally::new()));
     let sem = Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS)));
     let outstanding = Rc::new(Cell::new(indices.len()));
@@ -458,9 +607,20 @@ async fn connect_subs(
         let outstanding = outstanding.clone();
         let finished = finished.clone();
         tokio::task::spawn_local(async move {
+            let start_ns = ctx.now_ns();
+            let Some((targets, command, sub)) = sub_plan(&ctx, phase, index, start_ns) else {
+                // Filtered out above; keep the count right all the same.
+                drop(permit);
+                let left = outstanding.get() - 1;
+                outstanding.set(left);
+                if left == 0 {
+                    finished.notify_one();
+                }
+                return;
+            };
             // Subscriber `index` goes to URL `index mod n` (round-robin).
-            let target_no = ctx.params.sub_targets.index_for(index);
-            let target = ctx.params.sub_targets.for_index(index);
+            let target_no = targets.index_for(index);
+            let target = targets.for_index(index);
             // The source plan holds 127.0.0.x addresses: only usable towards IPv4 loopback.
             let src = if target.addr.is_ipv4() && target.is_loopback() {
                 ctx.params.sources.for_index(index)
@@ -471,7 +631,7 @@ async fn connect_subs(
             let t0 = Instant::now();
             let result = conn::with_timeout(
                 ctx.params.connect_timeout,
-                conn::connect_ws(target, src, seed),
+                conn::connect_ws(target, src, seed, ctx.params.protocol.subprotocol()),
             )
             .await;
             drop(permit);
@@ -496,11 +656,24 @@ async fn connect_subs(
             if left == 0 {
                 finished.notify_one();
             }
-            if let Some((stream, early)) = connected {
-                let conn = Rc::new(Conn::new(stream));
-                let seqs = vec![SeqTracker::default(); ctx.params.pubs];
-                let proto = Proto::new(seed ^ 0x5555, ctx.params.max_frame);
-                run_connection(ctx, conn, early, Role::Subscriber(seqs), proto).await;
+            let role = Role::Subscriber(sub);
+            match connected {
+                Some((stream, early)) => {
+                    let conn = Rc::new(Conn::new(stream));
+                    let proto = Proto::new(seed ^ 0x5555, ctx.params.max_frame);
+                    run_connection(ctx, conn, early, role, proto, command).await;
+                }
+                None => {
+                    // A recovery subscriber that could not connect: its outcome is known.
+                    if let Some((phase, slot)) = role.recovery() {
+                        if phase == Phase::Subscribe {
+                            slot.borrow_mut().subscribe_failure = Some("connect failed".into());
+                        }
+                        if slot.borrow_mut().settle(phase) {
+                            Live::inc(ctx.live.settled(phase));
+                        }
+                    }
+                }
             }
         });
     }
@@ -510,23 +683,37 @@ async fn connect_subs(
     tally.borrow().clone()
 }
 
-/// Registers a connection, sends the hello (if any), runs its reader to the
-/// end and accounts for how it ended.
+/// Registers a connection, sends the hello (if any) and then `command` (if
+/// any), runs its reader to the end and accounts for how it ended.
 pub async fn run_connection(
     ctx: Rc<ThreadCtx>,
     conn: Rc<Conn>,
     early: Vec<u8>,
     role: Role,
     mut proto: Proto,
+    command: Option<String>,
 ) {
-    ctx.register(&conn);
-    if let Some(hello) = &ctx.params.hello {
+    let is_sub = matches!(role, Role::Subscriber(_));
+    ctx.register(&conn, is_sub);
+    for text in [ctx.params.hello.as_deref(), command.as_deref()]
+        .into_iter()
+        .flatten()
+    {
         let mask = proto.mask();
-        conn.with_out(|out| frame::push_client_frame(out, frame::OP_TEXT, hello.as_bytes(), mask));
+        conn.with_out(|out| frame::push_client_frame(out, frame::OP_TEXT, text.as_bytes(), mask));
         let _ = conn.flush();
     }
-    let is_sub = matches!(role, Role::Subscriber(_));
+    let rec = role.recovery();
     let end = subscriber::read_loop(&ctx, &conn, early, role, proto).await;
+    if let Some((phase, slot)) = rec {
+        let mut slot = slot.borrow_mut();
+        if phase == Phase::Subscribe && slot.since.is_none() && slot.subscribe_failure.is_none() {
+            slot.subscribe_failure = Some("disconnected before the reply".into());
+        }
+        if slot.settle(phase) {
+            Live::inc(ctx.live.settled(phase));
+        }
+    }
     if is_sub {
         Live::dec(&ctx.live.subs_connected);
     } else {

@@ -4,6 +4,8 @@
 //! duplicates, reorders and fragments known messages, interleaves pings, and
 //! can close subscribers with a chosen code. The load generator must report
 //! exactly the damage the server did, and answer every ping with a pong.
+//! Clients offering `hubcast.v1` get the messages as v1 pushes, offset = the
+//! message's sequence number + 1, so the damage shows in the offsets too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,11 +32,23 @@ struct Misbehave {
     fragment: bool,
     /// Close every subscriber with this code after the first message.
     close_with: Option<u16>,
+    /// Do not select `hubcast.v1` when a client offers it.
+    refuse_v1: bool,
 }
+
+const NONE: Misbehave = Misbehave {
+    drop_for_first: false,
+    duplicate: false,
+    reorder: false,
+    fragment: false,
+    close_with: None,
+    refuse_v1: false,
+};
 
 #[derive(Default)]
 struct Shared {
-    subs: Mutex<Vec<mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Subscribers, and whether each speaks v1.
+    subs: Mutex<Vec<(mpsc::UnboundedSender<Vec<u8>>, bool)>>,
     pongs: AtomicU64,
     closes: AtomicU64,
 }
@@ -108,21 +122,35 @@ async fn read_client(
     }
 }
 
-async fn serve_ws(stream: tokio::net::TcpStream, head: String, shared: Arc<Shared>) {
+async fn serve_ws(
+    stream: tokio::net::TcpStream,
+    head: String,
+    shared: Arc<Shared>,
+    bad: Misbehave,
+) {
     let key = head
         .lines()
         .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
         .expect("key")
         .trim()
         .to_string();
+    let v1 = !bad.refuse_v1
+        && head
+            .lines()
+            .any(|l| l == "Sec-WebSocket-Protocol: hubcast.v1");
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     // Register before answering, so that everything published after the 101 arrives.
-    shared.subs.lock().await.push(tx.clone());
+    shared.subs.lock().await.push((tx.clone(), v1));
     let resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        accept_for(&key)
+         Sec-WebSocket-Accept: {}\r\n{}\r\n",
+        accept_for(&key),
+        if v1 {
+            "Sec-WebSocket-Protocol: hubcast.v1\r\n"
+        } else {
+            ""
+        }
     );
     if wr.write_all(resp.as_bytes()).await.is_err() {
         return;
@@ -179,8 +207,16 @@ async fn serve_http(
     }
 }
 
+/// The publisher's sequence number: ASCII stamp (plain runs) or JSON (v1 runs).
+fn seq_of(body: &[u8]) -> u64 {
+    payload::parse(body)
+        .or_else(|| payload::parse_json(body))
+        .expect("stamped payload")
+        .seq
+}
+
 async fn publish(shared: &Shared, body: Vec<u8>, held: &mut Option<Vec<u8>>, bad: Misbehave) {
-    let seq = payload::parse(&body).expect("stamped payload").seq;
+    let seq = seq_of(&body);
     let subs = shared.subs.lock().await;
     let r = seq % 100;
     if bad.reorder && r == 20 {
@@ -191,12 +227,21 @@ async fn publish(shared: &Shared, body: Vec<u8>, held: &mut Option<Vec<u8>>, bad
     if bad.reorder && r == 21 {
         bodies.extend(held.take());
     }
-    for body in bodies {
-        let r = payload::parse(&body).expect("stamped").seq % 100;
-        for (i, tx) in subs.iter().enumerate() {
+    for plain in bodies {
+        let seq = seq_of(&plain);
+        let r = seq % 100;
+        // One publisher: its sequence numbers are the topic's offsets − 1.
+        let push = [
+            format!("{{\"topic\":\"t\",\"offset\":{},\"data\":", seq + 1).as_bytes(),
+            &plain,
+            b"}",
+        ]
+        .concat();
+        for (i, (tx, v1)) in subs.iter().enumerate() {
             if bad.drop_for_first && r == 7 && i == 0 {
                 continue;
             }
+            let body = if *v1 { &push } else { &plain };
             let mut out = Vec::new();
             if bad.fragment && r == 30 {
                 out.extend(server_frame(false, 0x1, &body[..10]));
@@ -204,13 +249,13 @@ async fn publish(shared: &Shared, body: Vec<u8>, held: &mut Option<Vec<u8>>, bad
                 out.extend(server_frame(false, 0x0, &body[10..20]));
                 out.extend(server_frame(true, 0x0, &body[20..]));
             } else {
-                out.extend(server_frame(true, 0x1, &body));
+                out.extend(server_frame(true, 0x1, body));
                 if r == 50 {
                     out.extend(server_frame(true, 0x9, b"are you there"));
                 }
             }
             if bad.duplicate && r == 13 {
-                out.extend(server_frame(true, 0x1, &body));
+                out.extend(server_frame(true, 0x1, body));
             }
             if let Some(code) = bad.close_with {
                 out.extend(server_frame(true, 0x8, &code.to_be_bytes()));
@@ -251,7 +296,7 @@ fn start(bad: Misbehave) -> (std::net::SocketAddr, Arc<Shared>, tokio::runtime::
                 };
                 let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
                 if head.starts_with("GET ") {
-                    serve_ws(stream, head, sh).await;
+                    serve_ws(stream, head, sh, bad).await;
                 } else {
                     serve_http(stream, buf, sh, bad).await;
                 }
@@ -262,7 +307,11 @@ fn start(bad: Misbehave) -> (std::net::SocketAddr, Arc<Shared>, tokio::runtime::
 }
 
 fn run(addr: std::net::SocketAddr, subs: usize) -> Report {
-    let argv = vec![
+    try_run(addr, subs, &[]).expect("run")
+}
+
+fn try_run(addr: std::net::SocketAddr, subs: usize, extra: &[&str]) -> anyhow::Result<Report> {
+    let mut argv = vec![
         "hubcast-loadtest".to_string(),
         format!("--url=ws://{addr}/ws"),
         format!("--publish-http=http://{addr}/publish"),
@@ -275,11 +324,12 @@ fn run(addr: std::net::SocketAddr, subs: usize) -> Report {
         "--threads=2".into(),
         "--slo-ms=1000".into(),
     ];
+    argv.extend(extra.iter().map(|a| a.to_string()));
     let cfg = Args::try_parse_from(argv)
         .expect("flags")
         .into_config()
         .expect("config");
-    hubcast_loadtest::run::run(&cfg, false).expect("run")
+    hubcast_loadtest::run::run(&cfg, false)
 }
 
 #[test]
@@ -289,7 +339,7 @@ fn reports_exactly_the_damage_done() {
         duplicate: true,
         reorder: true,
         fragment: true,
-        close_with: None,
+        ..NONE
     });
     let subs = 5u64;
     let report = run(addr, subs as usize);
@@ -320,13 +370,7 @@ fn reports_exactly_the_damage_done() {
 
 #[test]
 fn clean_server_passes_and_close_codes_are_reported() {
-    let none = Misbehave {
-        drop_for_first: false,
-        duplicate: false,
-        reorder: false,
-        fragment: false,
-        close_with: None,
-    };
+    let none = NONE;
     let (addr, _shared, _rt) = start(none);
     let report = run(addr, 3);
     let st = &report.steps[0];
@@ -348,4 +392,64 @@ fn clean_server_passes_and_close_codes_are_reported() {
     assert_eq!(st.disconnects.close_codes.0.get(&4001), Some(&3));
     assert_eq!(st.disconnects.total(), 3);
     assert!(!st.pass);
+}
+
+#[test]
+fn v1_offsets_show_the_same_damage() {
+    let (addr, shared, _rt) = start(Misbehave {
+        drop_for_first: true,
+        duplicate: true,
+        reorder: true,
+        fragment: true,
+        ..NONE
+    });
+    let subs = 5u64;
+    let report = try_run(addr, subs as usize, &["--protocol=v1"]).expect("run");
+    assert_eq!(report.setup.protocol, "v1");
+    let st = &report.steps[0];
+    assert_eq!((st.sent, st.expected), (1000, 1000 * subs));
+    // By sequence number, exactly as for plain subscribers.
+    assert_eq!(st.lost, 10);
+    assert_eq!(st.duplicates, 10 * subs);
+    assert_eq!(st.reorders, 10 * subs);
+    assert_eq!(st.stale, 0);
+    // By offset: a dropped message and every swapped pair skip one offset; a
+    // duplicate and the late half of every pair go back.
+    assert_eq!(st.offset_gaps, Some(10 + 10 * subs));
+    assert_eq!(st.offset_dups, Some(10 * subs + 10 * subs));
+    assert_eq!(report.summary.offset_gaps, Some(10 + 10 * subs));
+    assert_eq!(report.summary.offset_dups, Some(20 * subs));
+    assert_eq!(report.summary.foreign_messages, 0);
+    assert!(
+        st.failures.iter().any(|f| f.starts_with("offsets:")),
+        "{:?}",
+        st.failures
+    );
+    // Fragmented pushes were reassembled; pings answered.
+    assert_eq!(shared.pongs.load(Ordering::Relaxed), 20 * subs);
+
+    // A clean v1 run passes, offsets included; a plain run has no offset figures.
+    let (addr, _shared, _rt2) = start(NONE);
+    let report = try_run(addr, 3, &["--protocol=v1"]).expect("run");
+    let st = &report.steps[0];
+    assert_eq!((st.unique, st.lost), (3000, 0));
+    assert_eq!((st.offset_gaps, st.offset_dups), (Some(0), Some(0)));
+    assert!(st.pass, "{:?}", st.failures);
+    let report = run(addr, 3);
+    assert_eq!(report.steps[0].offset_gaps, None);
+    assert_eq!(report.summary.offset_dups, None);
+}
+
+#[test]
+fn v1_against_a_server_that_does_not_select_it_is_a_clear_error() {
+    let (addr, _shared, _rt) = start(Misbehave {
+        refuse_v1: true,
+        ..NONE
+    });
+    let e = try_run(addr, 3, &["--protocol=v1"]).expect_err("no v1");
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("did not select subprotocol hubcast.v1"),
+        "{msg}"
+    );
 }

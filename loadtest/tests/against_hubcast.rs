@@ -5,7 +5,9 @@
 //! published after a subscriber's 101, so loss must be zero and the delivery
 //! count exact (sent × subscribers). A third run deals the subscribers over
 //! two URLs of the same server (as over the nodes of a cluster) and samples
-//! two PIDs.
+//! two PIDs. Protocol v1: the same exactness with pushes (offsets checked),
+//! and the recovery scenario (every subscriber away while 200 messages are
+//! published, then back with `since`) recovering exactly.
 
 use clap::Parser;
 use hubcast_loadtest::cli::Args;
@@ -266,4 +268,129 @@ fn subscribers_round_robin_over_two_urls_exact_delivery() {
     drop(other);
     server.shutdown();
     server.join().expect("hubcast stops");
+}
+
+#[test]
+fn v1_subscribers_exact_delivery_and_offsets() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_server();
+    let addr = server.local_addr();
+    let report = run_loadtest(&[
+        format!("--url=ws://{addr}/ws?topic=v"),
+        "--protocol=v1".into(),
+        "--subs=200".into(),
+        "--pubs=2".into(),
+        "--rate=1000".into(),
+        "--duration=2".into(),
+        "--drain=1".into(),
+        "--settle=0.2".into(),
+        "--threads=2".into(),
+        "--slo-ms=1000".into(),
+    ]);
+    assert_exact(&report, 200);
+    let step = &report.steps[0];
+    assert_eq!(step.offset_gaps, Some(0));
+    assert_eq!(step.offset_dups, Some(0));
+    assert_eq!(report.summary.offset_gaps, Some(0));
+    assert_eq!(report.summary.offset_dups, Some(0));
+    assert_eq!(report.setup.protocol, "v1");
+    // The publishers stay plain connections and get their echo as published.
+    assert_eq!(report.summary.publisher_received, 2 * 2_000);
+    server.shutdown();
+    server.join().expect("hubcast stops");
+}
+
+/// `--recover 200` with `subs` subscribers (2 publishers at 2,000 msgs/s,
+/// over HTTP when `http`) against a hubcast whose history holds 1,000 messages
+/// per topic and replays at most `max_recovery`.
+fn recover_run(max_recovery: usize, subs: usize, http: bool) -> Report {
+    let server = start_server_with(hubcast::Config {
+        history_size: 1_000,
+        max_recovery,
+        ..hubcast::Config::default()
+    });
+    let addr = server.local_addr();
+    let mut args = vec![
+        format!("--url=ws://{addr}/ws?topic=r"),
+        "--protocol=v1".into(),
+        "--recover=200".into(),
+        format!("--subs={subs}"),
+        "--pubs=2".into(),
+        "--rate=2000".into(),
+        "--drain=0.5".into(),
+        "--threads=2".into(),
+    ];
+    if http {
+        args.push(format!("--publish-http=http://{addr}/publish/r"));
+    }
+    let report = run_loadtest(&args);
+    server.shutdown();
+    server.join().expect("hubcast stops");
+    report
+}
+
+#[test]
+fn recovery_of_200_messages_by_50_subscribers_is_exact() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let report = recover_run(1_000, 50, false);
+    let r = report.recovery.as_ref().expect("recovery figures");
+    assert!(r.pass, "{:?}", r.failures);
+    assert_eq!((r.messages, r.published, r.missed), (200, 200, 200));
+    assert_eq!((r.subscribers, r.subscribed, r.reconnected), (50, 50, 50));
+    assert_eq!(r.not_disconnected, 0);
+    assert_eq!((r.recovered_true, r.recovered_false), (50, 0));
+    assert_eq!((r.reply_errors.total(), r.no_reply), (0, 0));
+    assert_eq!(r.reply_offset_mismatch, 0);
+    assert_eq!((r.live, r.exact), (50, 50));
+    assert_eq!(r.replayed, 200 * 50);
+    assert_eq!(r.unique, 200 * 50);
+    assert_eq!((r.offset_gaps, r.offset_dups, r.extra), (0, 0, 0));
+    assert_eq!((r.duplicates, r.foreign), (0, 0));
+    assert_eq!(r.time_to_live.count, 50);
+    assert_eq!(r.own_time_to_live.count, 50);
+    let all = r.all_live_ms.expect("everyone live");
+    assert!(
+        all > 0.0 && all * 1000.0 >= r.time_to_live.max_us * 0.99,
+        "{all} ms"
+    );
+    assert!(r.own_time_to_live.p50_us <= r.time_to_live.max_us);
+    assert_eq!(report.summary.exit_code, 0);
+    assert!(report.steps.is_empty());
+    // The first connections ended on our close: not disconnects.
+    assert_eq!(report.summary.unclosed_at_exit, 0);
+
+    let mut json = Vec::new();
+    report.write_json(&mut json).expect("json");
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("valid json");
+    assert_eq!(v["setup"]["recover"], 200);
+    assert_eq!(v["recovery"]["exact"], 50);
+    assert_eq!(v["recovery"]["recovered_false"], 0);
+    assert!(v["recovery"]["time_to_live"]["p99_us"].is_number());
+    assert!(v["recovery"]["all_live_ms"].is_number());
+    let mut table = Vec::new();
+    report.write_table(&mut table).expect("table");
+    let table = String::from_utf8(table).expect("utf-8");
+    assert!(table.contains("exact 50/50"), "{table}");
+}
+
+#[test]
+fn recovery_beyond_max_recovery_is_counted_not_exact() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // HTTP publishing this time; the server replays at most 100 of the 200.
+    let report = recover_run(100, 10, true);
+    let r = report.recovery.as_ref().expect("recovery figures");
+    assert_eq!(r.missed, 200);
+    assert_eq!(
+        (r.reconnected, r.recovered_false, r.recovered_true),
+        (10, 10, 0)
+    );
+    assert_eq!((r.exact, r.live, r.replayed), (0, 0, 0));
+    assert_eq!(r.all_live_ms, None);
+    assert!(!r.pass);
+    assert!(
+        r.failures.iter().any(|f| f.contains("recovered:false")),
+        "{:?}",
+        r.failures
+    );
+    assert_eq!(report.summary.exit_code, 1);
 }
