@@ -29,8 +29,14 @@ async fn health_metrics_and_demo_page() {
     let (status, page) = http(server.addr, &get(server.addr, "/")).await;
     assert_eq!(status, 200);
     assert!(
-        page.contains("new WebSocket(") && page.contains("/ws?topic="),
-        "demo page connects to /ws"
+        page.contains("/hubcast.js") && page.contains("new Hubcast("),
+        "the demo page runs on the browser client"
+    );
+    let (status, js) = http(server.addr, &get(server.addr, "/hubcast.js")).await;
+    assert_eq!(status, 200);
+    assert!(
+        js.contains("new WebSocket(") && js.contains("hubcast.v1"),
+        "the browser client speaks protocol v1"
     );
     let post =
         "POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";

@@ -425,35 +425,22 @@ impl Shard {
     /// counted against its budget like any delivery.
     pub(crate) fn send_frame(self: &Rc<Self>, who: ClientRef, frame: &Bytes) {
         let budget = self.hub.inner.config.client_buffer;
-        let mut reg = self.registry.borrow_mut();
-        let Some(c) = reg.get_mut(who) else { return };
-        match c.deliver(frame, budget) {
-            Delivery::Sent | Delivery::Skipped => {}
-            Delivery::Queued => {
-                let flush = c.needs_flusher();
-                drop(reg);
-                if flush {
-                    self.spawn_flusher(who);
-                }
-            }
-            Delivery::OverBudget => {
-                drop(reg);
-                self.close_slow_consumer(who);
-            }
-            Delivery::Failed => {
-                drop(reg);
-                self.remove(who);
-            }
-        }
+        self.write_one(who, |c| c.deliver(frame, budget));
     }
 
     /// Answers a client's ping through its single writer. The pong counts against the
     /// client's budget like any frame: one that pings but never reads is a slow consumer.
     pub(crate) fn send_pong(self: &Rc<Self>, who: ClientRef, pong: &Bytes) {
         let budget = self.hub.inner.config.client_buffer;
+        self.write_one(who, |c| c.send_control(pong, Control::Pong, budget));
+    }
+
+    /// One write to one client outside the fan-out, and what follows from it: a flush
+    /// task, a slow-consumer close or the client's removal.
+    fn write_one(self: &Rc<Self>, who: ClientRef, write: impl FnOnce(&mut Client) -> Delivery) {
         let mut reg = self.registry.borrow_mut();
         let Some(c) = reg.get_mut(who) else { return };
-        match c.send_control(pong, Control::Pong, budget) {
+        match write(c) {
             Delivery::Sent | Delivery::Skipped => {}
             Delivery::Queued => {
                 let flush = c.needs_flusher();
