@@ -8,14 +8,22 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_websockets_client_receives_and_publishes() {
-    let server = start(|_| {});
-    let mut rust_client = connect(&server.url("?topic=py")).await;
+type FirstLine = (
+    Option<String>,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+);
+
+/// Starts `tests/python/SCRIPT ARGS` with `HUBCAST_PYTHON`; the task yields the first line
+/// it prints (its "ready" signal) and the rest of its output.
+fn python_script(
+    script: &str,
+    args: &[&str],
+) -> (std::process::Child, tokio::task::JoinHandle<FirstLine>) {
     let python = std::env::var("HUBCAST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client.py");
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(&python)
-        .args([script, &server.url("?topic=py"), "3"])
+        .arg(&path)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -28,6 +36,14 @@ async fn python_websockets_client_receives_and_publishes() {
         let ready = lines.next().and_then(Result::ok);
         (ready, lines)
     });
+    (child, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_client_receives_and_publishes() {
+    let server = start(|_| {});
+    let mut rust_client = connect(&server.url("?topic=py")).await;
+    let (mut child, lines) = python_script("client.py", &[&server.url("?topic=py"), "3"]);
     let (ready, lines) = within(lines).await.expect("reader");
     assert_eq!(
         ready.as_deref(),
@@ -71,22 +87,7 @@ async fn python_websockets_v1_client_recovers_exactly_while_publishing_goes_on()
         c.history_size = 100_000;
         c.max_recovery = 100_000;
     });
-    let python = std::env::var("HUBCAST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/v1_client.py");
-    let mut child = Command::new(&python)
-        .args([script, &server.url(""), "rec", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python} (run the tests through scripts/test): {e}")
-        });
-    let stdout = child.stdout.take().expect("stdout");
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines.next().and_then(Result::ok);
-        (ready, lines)
-    });
+    let (mut child, lines) = python_script("v1_client.py", &[&server.url(""), "rec", "50"]);
     // Publish from before the client subscribes until it is done.
     let stop = Arc::new(AtomicBool::new(false));
     let (hub, flag) = (server.hub.clone(), stop.clone());
