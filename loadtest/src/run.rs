@@ -814,12 +814,7 @@ fn run_recovery(
     progress.begin("publishing".into(), ms(window), BAR_WIDTH, false);
     let sends: Vec<StepSend> = fleet.ask(
         |i, reply| {
-            let totals: Vec<(u16, u64)> = shares
-                .iter()
-                .enumerate()
-                .filter(|(id, _)| id % threads == i)
-                .filter_map(|(id, n)| u16::try_from(id).ok().map(|id| (id, *n)))
-                .collect();
+            let totals = thread_share(&shares, threads, i);
             Some(Cmd::Step {
                 step: 0,
                 start,
@@ -973,12 +968,7 @@ fn run_step(
     progress.begin(label.clone(), ms(window), BAR_WIDTH, false);
     let sends: Vec<StepSend> = fleet.ask(
         |i, reply| {
-            let totals: Vec<(u16, u64)> = shares
-                .iter()
-                .enumerate()
-                .filter(|(id, _)| id % threads == i)
-                .filter_map(|(id, n)| u16::try_from(id).ok().map(|id| (id, *n)))
-                .collect();
+            let totals = thread_share(&shares, threads, i);
             Some(Cmd::Step {
                 step,
                 start,
@@ -1207,6 +1197,16 @@ fn run_step(
 /// Runs and returns the report, with context on failure (library entry point).
 pub fn run_config(cfg: &Config) -> Result<Report> {
     run(cfg, false).context("load test failed")
+}
+
+/// The publishers (id, messages) of `shares` that worker thread `i` of `threads` runs.
+fn thread_share(shares: &[u64], threads: usize, i: usize) -> Vec<(u16, u64)> {
+    shares
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| id % threads == i)
+        .filter_map(|(id, n)| u16::try_from(id).ok().map(|id| (id, *n)))
+        .collect()
 }
 
 #[cfg(test)]
