@@ -54,4 +54,8 @@ pub enum PublishError {
     /// The server is shutting down and accepts no more messages.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Clustered with a shared history: the broker did not take the message (it is
+    /// unreachable or refused it), so no node delivers it.
+    #[error("the cluster's log did not take the message")]
+    Unavailable,
 }

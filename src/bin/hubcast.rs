@@ -115,6 +115,18 @@ struct Args {
     /// NATS credentials file (user JWT + NKey seed).
     #[arg(long, env = "HUBCAST_NATS_CREDS")]
     nats_creds: Option<std::path::PathBuf>,
+    /// Where the broker keeps the cluster's history stream (clustered with
+    /// --history-size > 0): `file` survives a broker restart, `memory` is faster and
+    /// starts a new epoch when the broker restarts.
+    #[arg(long, env = "HUBCAST_NATS_HISTORY_STORAGE", value_enum, default_value_t = HistoryStorage::File)]
+    nats_history_storage: HistoryStorage,
+}
+
+/// `--nats-history-storage`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HistoryStorage {
+    File,
+    Memory,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -174,6 +186,17 @@ impl Args {
             user: self.nats_user.clone(),
             password: self.nats_password.clone(),
             creds: self.nats_creds.clone(),
+            history: (self.history_size > 0).then(|| hubcast::cluster::LogConfig {
+                size: self.history_size,
+                ttl: self
+                    .history_ttl
+                    .and_then(|t| Duration::try_from_secs_f64(t).ok()),
+                max_topics: self.history_topics,
+                storage: match self.nats_history_storage {
+                    HistoryStorage::File => hubcast::cluster::Storage::File,
+                    HistoryStorage::Memory => hubcast::cluster::Storage::Memory,
+                },
+            }),
             ..Default::default()
         })
     }

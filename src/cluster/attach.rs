@@ -12,21 +12,30 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::{Backplane, ClusterConfig, ClusterError, Dropped, Kind, State};
-use crate::engine::backplane::Backplane as Seam;
-use crate::engine::hub::Hub;
+use super::{
+    Backplane, ClusterConfig, ClusterError, Deliver, Dropped, Kind, LogConfig, Logged, State,
+    Storage,
+};
+use crate::engine::backplane::{Ack, Backplane as Seam};
+use crate::engine::hub::{Hub, HubInner};
 use crate::error::PublishError;
 use crate::wire::frame::Opcode;
 
 /// Starts the backplane for `hub` and plugs it in: from now on, local publishes also go
 /// to other nodes, and other nodes' publishes to this node's subscribers.
-pub fn attach(hub: &Hub, config: ClusterConfig) -> Result<Backplane, ClusterError> {
-    let weak = hub.downgrade();
-    let deliver = Arc::new(
-        move |topic: &str, kind: Kind, payload: Bytes, sent: Option<u64>| {
-            deliver(&weak, topic, kind, &payload, sent)
-        },
-    );
+pub fn attach(hub: &Hub, mut config: ClusterConfig) -> Result<Backplane, ClusterError> {
+    let settings = hub.config();
+    if config.history.is_none() && settings.history_size > 0 {
+        config.history = Some(LogConfig {
+            size: settings.history_size,
+            ttl: settings.history_ttl,
+            max_topics: settings.history_topics,
+            storage: Storage::default(),
+        });
+    }
+    let deliver = Arc::new(HubDeliver {
+        hub: hub.downgrade(),
+    });
     let backplane = Backplane::start(config, deliver)?;
     if !hub.set_backplane(Arc::new(backplane.clone())) {
         backplane.shutdown();
@@ -37,28 +46,85 @@ pub fn attach(hub: &Hub, config: ClusterConfig) -> Result<Backplane, ClusterErro
     Ok(backplane)
 }
 
-fn deliver(
-    hub: &Weak<crate::engine::hub::HubInner>,
-    topic: &str,
-    kind: Kind,
-    payload: &[u8],
-    sent: Option<u64>,
-) -> Result<(), Dropped> {
-    let Some(hub) = Hub::upgrade_weak(hub) else {
-        return Err(Dropped);
-    };
-    let opcode = match kind {
-        Kind::Text => Opcode::Text,
-        Kind::Binary => Opcode::Binary,
-    };
-    match hub.publish_from_peer(topic, opcode, payload, born(sent)) {
-        Ok(_) => Ok(()),
+/// The engine, as the backplane sees it.
+struct HubDeliver {
+    hub: Weak<HubInner>,
+}
+
+impl HubDeliver {
+    fn hub(&self) -> Option<Hub> {
+        Hub::upgrade_weak(&self.hub)
+    }
+}
+
+impl Deliver for HubDeliver {
+    fn deliver(
+        &self,
+        topic: &str,
+        kind: Kind,
+        payload: Bytes,
+        sent: Option<u64>,
+    ) -> Result<(), Dropped> {
+        let hub = self.hub().ok_or(Dropped)?;
         // Too big or a bad topic for this node's limits, full inboxes, shutting down:
         // all counted by the backplane as not handed over.
-        Err(PublishError::Overloaded { .. })
-        | Err(PublishError::ShuttingDown)
-        | Err(PublishError::TooLarge { .. })
-        | Err(PublishError::InvalidTopic) => Err(Dropped),
+        hub.publish_from_peer(topic, opcode(kind), &payload, born(sent))
+            .map(|_| ())
+            .map_err(|_| Dropped)
+    }
+
+    fn deliver_logged(&self, m: Logged) -> Result<(), Dropped> {
+        let hub = self.hub().ok_or(Dropped)?;
+        let born = born(m.sent_at_unix_nanos);
+        match hub.publish_from_log(
+            &m.topic,
+            opcode(m.kind),
+            &m.payload,
+            m.offset,
+            born,
+            m.remote,
+            m.live,
+        ) {
+            Ok(_) => Ok(()),
+            // Recorded, but some shard could not take it.
+            Err(PublishError::Overloaded { .. }) => Err(Dropped),
+            // Not this node's to deliver (limits) or shutting down: skipped, not lost
+            // to a full inbox.
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn skip_logged(&self, offset: u64) {
+        if let Some(hub) = self.hub() {
+            hub.history().advance(offset);
+        }
+    }
+
+    fn follow_log(&self, epoch: &str, start: u64) {
+        if let Some(hub) = self.hub() {
+            hub.history().follow_log(epoch, start);
+        }
+    }
+
+    fn log_caught_up(&self) {
+        if let Some(hub) = self.hub() {
+            hub.history().caught_up();
+        }
+    }
+
+    fn log_position(&self) -> u64 {
+        self.hub().map_or(0, |hub| hub.history().watermark())
+    }
+
+    fn local_subscribers(&self) -> Vec<(String, usize)> {
+        self.hub().map_or_else(Vec::new, |hub| hub.topics())
+    }
+}
+
+fn opcode(kind: Kind) -> Opcode {
+    match kind {
+        Kind::Text => Opcode::Text,
+        Kind::Binary => Opcode::Binary,
     }
 }
 
@@ -81,6 +147,22 @@ impl Seam for Backplane {
             _ => Kind::Text,
         };
         Backplane::publish(self, topic, kind, payload);
+    }
+
+    fn keeps_log(&self) -> bool {
+        Backplane::keeps_log(self)
+    }
+
+    fn append(&self, topic: &str, opcode: Opcode, payload: Bytes, ack: Option<Ack>) {
+        let kind = match opcode {
+            Opcode::Binary => Kind::Binary,
+            _ => Kind::Text,
+        };
+        Backplane::append(self, topic, kind, payload, ack);
+    }
+
+    fn remote_subscribers(&self, topic: &str) -> usize {
+        Backplane::remote_subscribers(self, topic)
     }
 
     fn set_interest(&self, shard: usize, topic: &str, on: bool) {

@@ -19,13 +19,16 @@ use tracing::{debug, warn};
 
 use super::config::ClusterConfig;
 use super::error::ClusterError;
+use super::log::{self, Appending, LogConfig};
 use super::metrics::{DropReason, Metrics, Stats};
+use super::presence::{self, Presence};
 use super::publisher::{self, Outgoing};
 use super::receiver::{self, InterestChange};
 use super::subject::Subjects;
 use super::throttle::Throttle;
 use super::wire::{self, Rejected};
 use super::{Deliver, Kind, State, events};
+use crate::engine::backplane::Ack;
 
 /// How often each kind of loss may write a log line.
 const LOG_PERIOD: Duration = Duration::from_secs(10);
@@ -43,6 +46,8 @@ pub struct Backplane {
 struct Inner {
     shared: Arc<Shared>,
     outgoing: mpsc::Sender<Outgoing>,
+    /// Local messages for the shared log, when it is kept.
+    appending: Option<mpsc::Sender<Appending>>,
     interest: mpsc::UnboundedSender<InterestChange>,
     life: Mutex<Option<Life>>,
 }
@@ -59,9 +64,13 @@ pub(crate) struct Shared {
     pub(crate) subjects: Subjects,
     pub(crate) metrics: Metrics,
     state: AtomicU8,
-    deliver: Arc<dyn Deliver>,
+    pub(crate) deliver: Arc<dyn Deliver>,
+    /// The other nodes' subscriber counts.
+    pub(crate) presence: Presence,
     /// One log throttle per drop reason, indexed by `DropReason as usize`.
     drop_log: [Throttle; DropReason::COUNT],
+    /// The log throttle of the history stream's troubles.
+    stream_log: Throttle,
 }
 
 impl std::fmt::Debug for Backplane {
@@ -91,13 +100,22 @@ impl Backplane {
             metrics: Metrics::new(),
             state: AtomicU8::new(State::Connecting as u8),
             deliver,
+            presence: Presence::default(),
             drop_log: std::array::from_fn(|_| Throttle::new(LOG_PERIOD)),
+            stream_log: Throttle::new(LOG_PERIOD),
         });
         let (state_tx, state_rx) = watch::channel(State::Connecting);
         let options = prepared
             .options
             .event_callback(events::callback(shared.clone(), state_tx));
         let (outgoing, outgoing_rx) = mpsc::channel(config.queue_capacity);
+        let (appending, appending_rx) = match config.history {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(config.queue_capacity);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -111,6 +129,8 @@ impl Backplane {
             shared: shared.clone(),
             state: state_rx,
             outgoing: outgoing_rx,
+            appending: appending_rx,
+            history: config.history.clone(),
             interest: interest_rx,
             stop: stop_rx,
             linger: config.linger,
@@ -151,6 +171,7 @@ impl Backplane {
             inner: Arc::new(Inner {
                 shared,
                 outgoing,
+                appending,
                 interest,
                 life: Mutex::new(Some(Life { stop, thread })),
             }),
@@ -190,6 +211,57 @@ impl Backplane {
         }
     }
 
+    /// Whether this backplane keeps the cluster's history in JetStream (see the `log`
+    /// module): then local messages go through [`Backplane::append`], not
+    /// [`Backplane::publish`].
+    pub fn keeps_log(&self) -> bool {
+        self.inner.appending.is_some()
+    }
+
+    /// Queues a local message for the shared log; `ack` learns its offset (or
+    /// [`crate::error::PublishError::Unavailable`]). Non-blocking, callable from any
+    /// thread; a full queue or a broken link refuses at once (counted).
+    pub fn append(&self, topic: &str, kind: Kind, payload: Bytes, ack: Option<Ack>) {
+        let shared = &self.inner.shared;
+        let refuse = |ack: Option<Ack>, reason, why| {
+            shared.drop_message(reason, topic, why);
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(crate::error::PublishError::Unavailable));
+            }
+        };
+        let Some(appending) = &self.inner.appending else {
+            return refuse(ack, DropReason::Shutdown, "this backplane keeps no log");
+        };
+        if shared.state() != State::Connected {
+            return refuse(ack, DropReason::Disconnected, "not connected to NATS");
+        }
+        let out = Appending {
+            subject: shared.subjects.topic(topic),
+            kind,
+            payload,
+            sent_unix_nanos: unix_nanos(),
+            ack,
+        };
+        match appending.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(out)) => {
+                refuse(out.ack, DropReason::QueueFull, "the publish queue is full")
+            }
+            Err(mpsc::error::TrySendError::Closed(out)) => {
+                refuse(out.ack, DropReason::Shutdown, "the backplane is shut down")
+            }
+        }
+    }
+
+    /// Subscribers of `topic` on the other nodes, by their latest reports (see the
+    /// `presence` module).
+    pub fn remote_subscribers(&self, topic: &str) -> usize {
+        self.inner
+            .shared
+            .presence
+            .remote(topic, std::time::Instant::now())
+    }
+
     /// Reports that `shard` now has (`on`) or no longer has (`off`) local subscribers of
     /// `topic`. Non-blocking, callable from any thread; idempotent per (shard, topic).
     ///
@@ -197,6 +269,11 @@ impl Backplane {
     /// shard has had the topic for the configured linger; bursts coalesce into at most one
     /// SUB/UNSUB per topic.
     pub fn set_interest(&self, shard: usize, topic: &str, on: bool) {
+        if self.keeps_log() {
+            // Every node reads the whole log; per-topic subscriptions would deliver
+            // each message a second time.
+            return;
+        }
         // Fails only after shutdown, when interest no longer matters.
         let _ = self.inner.interest.send(InterestChange {
             shard,
@@ -289,6 +366,13 @@ impl Shared {
         }
     }
 
+    /// Logs a problem with the history stream, at most once per [`LOG_PERIOD`].
+    pub(crate) fn log_trouble(&self, why: &str) {
+        if let Some(suppressed) = self.stream_log.allow() {
+            warn!(why, similar_since_last_log = suppressed, "cluster history");
+        }
+    }
+
     /// [`Shared::drop_message`] for a message known by its subject.
     pub(crate) fn drop_subject(&self, reason: DropReason, subject: &str, why: &str) {
         let topic = self.subjects.topic_of(subject);
@@ -339,6 +423,8 @@ struct Tasks {
     shared: Arc<Shared>,
     state: watch::Receiver<State>,
     outgoing: mpsc::Receiver<Outgoing>,
+    appending: Option<mpsc::Receiver<Appending>>,
+    history: Option<LogConfig>,
     interest: mpsc::UnboundedReceiver<InterestChange>,
     stop: oneshot::Receiver<()>,
     linger: Duration,
@@ -353,14 +439,31 @@ impl Tasks {
             client.clone(),
             self.outgoing,
             self.state,
-            stopping,
+            stopping.clone(),
         ));
         let receiver = tokio::spawn(receiver::run(
             self.shared.clone(),
-            client,
+            client.clone(),
             self.interest,
             self.linger,
         ));
+        let presence = tokio::spawn(presence::run(self.shared.clone(), client.clone(), stopping));
+        let mut log_tasks = Vec::new();
+        if let (Some(config), Some(appending)) = (self.history, self.appending) {
+            let js = async_nats::jetstream::new(client.clone());
+            log_tasks.push(tokio::spawn(log::append(
+                self.shared.clone(),
+                client.clone(),
+                js.clone(),
+                appending,
+            )));
+            log_tasks.push(tokio::spawn(log::read(
+                self.shared.clone(),
+                client,
+                js,
+                config,
+            )));
+        }
         // `shutdown`, or the last handle dropped (the sender with it).
         tokio::select! {
             _ = self.stop => {}
@@ -379,6 +482,11 @@ impl Tasks {
             );
         }
         receiver.abort();
+        // The last report says this node leaves (bounded like the rest of shutdown).
+        let _ = tokio::time::timeout(self.shutdown_timeout, presence).await;
+        for task in log_tasks {
+            task.abort();
+        }
         self.shared.set_state(State::Disconnected);
         debug!("backplane stopped");
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::{ConnectOptions, ServerAddr};
 
 use super::error::ClusterError;
+use super::log::LogConfig;
 use super::subject::Subjects;
 
 /// How a node joins the cluster. `Default` gives a local broker and the `hubcast` prefix.
@@ -35,6 +36,10 @@ pub struct ClusterConfig {
     pub linger: Duration,
     /// How long `shutdown` waits for queued messages to reach the broker. Default 2 s.
     pub shutdown_timeout: Duration,
+    /// Keep the cluster's history in a JetStream stream (`None`: no shared history).
+    /// Set by the server from `--history-size` when clustered: then offsets are the
+    /// stream's sequence numbers, the same on every node.
+    pub history: Option<LogConfig>,
 }
 
 impl Default for ClusterConfig {
@@ -49,6 +54,7 @@ impl Default for ClusterConfig {
             queue_capacity: 65_536,
             linger: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(2),
+            history: None,
         }
     }
 }
@@ -67,6 +73,7 @@ impl fmt::Debug for ClusterConfig {
             .field("queue_capacity", &self.queue_capacity)
             .field("linger", &self.linger)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("history", &self.history)
             .finish()
     }
 }

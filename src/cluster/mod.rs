@@ -55,7 +55,9 @@ mod config;
 mod error;
 mod events;
 mod interest;
+mod log;
 mod metrics;
+mod presence;
 mod publisher;
 mod receiver;
 pub mod subject;
@@ -68,6 +70,7 @@ pub use attach::attach;
 pub use backplane::Backplane;
 pub use config::ClusterConfig;
 pub use error::ClusterError;
+pub use log::{LogConfig, Storage};
 pub use metrics::Stats;
 
 /// The WebSocket message type of a payload.
@@ -100,6 +103,55 @@ pub trait Deliver: Send + Sync + 'static {
         payload: Bytes,
         sent_at_unix_nanos: Option<u64>,
     ) -> Result<(), Dropped>;
+
+    /// Hands one message of the shared log to the engine (record it at its offset;
+    /// deliver it when live). Called in log order.
+    fn deliver_logged(&self, _message: Logged) -> Result<(), Dropped> {
+        Err(Dropped)
+    }
+
+    /// The log message at `offset` could not be read: positions after it are still
+    /// valid.
+    fn skip_logged(&self, _offset: u64) {}
+
+    /// The log's epoch is `epoch` and the node starts reading it after `start`: what
+    /// the node held of another epoch is gone.
+    fn follow_log(&self, _epoch: &str, _start: u64) {}
+
+    /// The node has read what the log held when it started (see
+    /// `History::caught_up`).
+    fn log_caught_up(&self) {}
+
+    /// The last log offset handed over (where to go on after a consumer restart).
+    fn log_position(&self) -> u64 {
+        0
+    }
+
+    /// This node's subscribers per topic, for topics with any (reported to the other
+    /// nodes for presence).
+    fn local_subscribers(&self) -> Vec<(String, usize)> {
+        Vec::new()
+    }
+}
+
+/// One message read from the cluster's shared log (see the `log` module): the node's
+/// own messages too, in log order.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// Its topic.
+    pub topic: String,
+    /// Text or binary.
+    pub kind: Kind,
+    /// The raw message.
+    pub payload: Bytes,
+    /// Its offset: the stream's sequence number.
+    pub offset: u64,
+    /// When it was published on its node, if known.
+    pub sent_at_unix_nanos: Option<u64>,
+    /// Published by another node.
+    pub remote: bool,
+    /// News to deliver (`true`), or history read while the node catches up at start.
+    pub live: bool,
 }
 
 /// Closures deliver too (tests, small programs).

@@ -127,6 +127,8 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), ClusterError> {
 /// The subjects of one prefix (validated once, at start).
 #[derive(Debug, Clone)]
 pub(crate) struct Subjects {
+    /// The prefix itself.
+    prefix: String,
     /// `<prefix>.t.` — every topic's subject starts with it.
     base: String,
 }
@@ -135,8 +137,24 @@ impl Subjects {
     pub(crate) fn new(prefix: &str) -> Result<Self, ClusterError> {
         validate_prefix(prefix)?;
         Ok(Subjects {
+            prefix: prefix.to_owned(),
             base: format!("{prefix}.t."),
         })
+    }
+
+    /// The prefix the subjects start with.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.t.>`: every topic's subject (the history stream's subjects).
+    pub(crate) fn all(&self) -> String {
+        format!("{}>", self.base)
+    }
+
+    /// `<prefix>.presence`: where nodes report their subscriber counts.
+    pub(crate) fn presence(&self) -> String {
+        format!("{}.presence", self.prefix)
     }
 
     /// The topic of one of our subjects (for log lines about a subject).

@@ -143,9 +143,9 @@ fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({ "error": message }))
 }
 
-/// `GET /topics/{topic}`: subscribers on this node, and the topic's position (offset 0
-/// and no epoch for a topic never published or subscribed to — a read never creates
-/// one).
+/// `GET /topics/{topic}`: subscribers in the whole cluster and on this node, and the
+/// topic's position (offset 0 and no epoch for a topic never published or subscribed to
+/// — a read never creates one).
 fn topic_info(hub: &Hub, raw: &str) -> Response<Full<Bytes>> {
     let topic = match upgrade::decode_topic(raw) {
         Ok(t) => t,
@@ -156,7 +156,8 @@ fn topic_info(hub: &Hub, raw: &str) -> Response<Full<Bytes>> {
         StatusCode::OK,
         serde_json::json!({
             "topic": topic,
-            "subscribers": hub.subscribers(&topic),
+            "subscribers": hub.presence(&topic),
+            "local_subscribers": hub.subscribers(&topic),
             "offset": position.as_ref().map_or(0, |p| p.offset),
             "epoch": position.map(|p| p.epoch),
         }),
@@ -264,7 +265,11 @@ async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
         Err(e @ PublishError::TooLarge { .. }) => {
             json_error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
         }
-        Err(e @ (PublishError::Overloaded { .. } | PublishError::ShuttingDown)) => {
+        Err(
+            e @ (PublishError::Overloaded { .. }
+            | PublishError::ShuttingDown
+            | PublishError::Unavailable),
+        ) => {
             let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
             r.headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));

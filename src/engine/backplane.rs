@@ -6,8 +6,13 @@
 //! handed to the hub at start. Neither method may block: shards call them.
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
+use crate::error::PublishError;
 use crate::wire::frame::Opcode;
+
+/// Where the offset the shared log gave a message goes (see [`Backplane::append`]).
+pub type Ack = oneshot::Sender<Result<u64, PublishError>>;
 
 /// Where messages published on this node go besides the local shards.
 pub trait Backplane: Send + Sync + 'static {
@@ -20,6 +25,30 @@ pub trait Backplane: Send + Sync + 'static {
     /// `topic`. Called from the shard at its snapshot rebuild, so a burst of connects
     /// to one topic costs one call.
     fn set_interest(&self, shard: usize, topic: &str, on: bool);
+
+    /// Whether the backplane keeps a shared log that gives every message its offset
+    /// (the cluster's history): then the hub hands local publishes to
+    /// [`Backplane::append`] instead of its shards, and every node, this one included,
+    /// gets them back in log order through `Hub::publish_from_log`. Fixed for the
+    /// backplane's life.
+    fn keeps_log(&self) -> bool {
+        false
+    }
+
+    /// Puts a message published on this node on the shared log (only called when
+    /// [`Backplane::keeps_log`]). `ack`, when given, learns the offset the log gave it,
+    /// or why it was not taken ([`PublishError::Unavailable`]). Must not block.
+    fn append(&self, _topic: &str, _opcode: Opcode, _payload: Bytes, ack: Option<Ack>) {
+        if let Some(ack) = ack {
+            let _ = ack.send(Err(PublishError::Unavailable));
+        }
+    }
+
+    /// Subscribers of `topic` on the other nodes, as last reported by them (a second
+    /// or so old).
+    fn remote_subscribers(&self, _topic: &str) -> usize {
+        0
+    }
 
     /// The link to other nodes in a word (`connected`, `disconnected`, …), for
     /// `/healthz`.

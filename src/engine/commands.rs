@@ -31,6 +31,10 @@ use crate::wire::v1::{self, Command, ErrorCode, Malformed, Payload, Request};
 /// How long a v1 publish may wait for room in full shard inboxes (like `POST /publish`).
 const PUBLISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a subscribe waits for this node to read the shared log up to the client's
+/// position (see [`catch_up`]).
+const CATCH_UP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A command stream the connection cannot go on with: close code and reason.
 pub(crate) type Violation = (u16, &'static str);
 
@@ -55,19 +59,17 @@ pub(crate) async fn handle(
     };
     let answer = match command {
         Command::Subscribe { topic, since } => {
-            subscribe(
-                shard,
-                who,
-                id,
-                &topic,
-                since.as_ref().map(|s| (s.offset, s.epoch.as_str())),
-            );
+            let since = since.as_ref().map(|s| (s.offset, s.epoch.as_str()));
+            if let Some((offset, _)) = since {
+                catch_up(shard, offset).await;
+            }
+            subscribe(shard, who, id, &topic, since);
             return Ok(());
         }
         Command::Unsubscribe { topic } => unsubscribe(shard, who, id, &topic),
         Command::Publish { topic, payload } => publish(shard, id, &topic, payload).await,
         Command::Presence { topic } => match check_topic(&topic) {
-            Ok(()) => v1::presence(id, &topic, shard.hub.subscribers(&topic) as u64),
+            Ok(()) => v1::presence(id, &topic, shard.hub.presence(&topic) as u64),
             Err(_) => v1::error(Some(id), ErrorCode::BadTopic, None),
         },
     };
@@ -77,6 +79,22 @@ pub(crate) async fn handle(
 
 fn reply(shard: &Rc<Shard>, who: ClientRef, json: impl AsRef<[u8]>) {
     shard.send_frame(who, &frame::encode(Opcode::Text, json.as_ref()));
+}
+
+/// With a cluster's shared log, a client moving from another node may hold a position
+/// this node has not read the log to yet (nodes read it at slightly different times):
+/// wait, briefly, until it has — the recovery then decides on what this node knows. A
+/// position the log never reaches in time is judged as it stands (unrecoverable).
+async fn catch_up(shard: &Rc<Shard>, since: u64) {
+    let history = shard.hub.history();
+    if !history.is_external() || since <= history.watermark() {
+        return;
+    }
+    let deadline = Instant::now() + CATCH_UP_PATIENCE;
+    while history.watermark() < since && Instant::now() < deadline {
+        // Nodes trail each other by a broker hop; this runs only in that window.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 fn subscribe(shard: &Rc<Shard>, who: ClientRef, id: u64, topic: &str, since: Option<(u64, &str)>) {
@@ -178,5 +196,6 @@ async fn publish(shard: &Rc<Shard>, id: u64, topic: &str, payload: Payload) -> V
         Err(PublishError::TooLarge { .. }) => v1::error(Some(id), ErrorCode::MessageTooLarge, None),
         Err(PublishError::Overloaded { .. }) => v1::error(Some(id), ErrorCode::Overloaded, None),
         Err(PublishError::ShuttingDown) => v1::error(Some(id), ErrorCode::ShuttingDown, None),
+        Err(PublishError::Unavailable) => v1::error(Some(id), ErrorCode::Unavailable, None),
     }
 }

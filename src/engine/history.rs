@@ -61,8 +61,8 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -183,6 +183,9 @@ pub struct History {
     config: HistoryConfig,
     hasher: RandomState,
     stripes: Box<[Mutex<Stripe>]>,
+    /// Set when offsets come from outside (a cluster's shared log; see
+    /// [`History::sequence_externally`]).
+    external: OnceLock<External>,
     topics: AtomicUsize,
     entries: AtomicUsize,
     bytes: AtomicUsize,
@@ -198,13 +201,31 @@ struct Stripe {
 }
 
 struct TopicState {
-    epoch: Box<str>,
+    epoch: Arc<str>,
     /// The last offset assigned.
     last: u64,
-    /// Contiguous offsets ending at `last` (when not empty), oldest first.
+    /// Every message of the topic with an offset in `(floor, last]` is in `entries`:
+    /// `floor` is the offset of the newest message no longer held (or where this
+    /// node's knowledge of the topic starts).
+    floor: u64,
+    /// The messages after `floor`, oldest first (offsets increasing; contiguous when
+    /// this history assigns them, not necessarily when they come from outside).
     entries: VecDeque<Stored>,
     /// Used since the CLOCK scan last passed it.
     recent: bool,
+}
+
+/// The shared log's side of a history whose offsets come from outside.
+struct External {
+    /// Every topic's epoch: the log's.
+    epoch: RwLock<Arc<str>>,
+    /// Every message of the log up to here has been recorded (or skipped).
+    watermark: AtomicU64,
+    /// Where this node started reading the log: it knows every message after it.
+    start: AtomicU64,
+    /// The watermark when a topic was last evicted at the cap: what a topic without
+    /// state had before this point may have been held and forgotten.
+    evicted: AtomicU64,
 }
 
 struct Stored {
@@ -234,6 +255,7 @@ impl History {
             config,
             hasher: RandomState::new(),
             stripes,
+            external: OnceLock::new(),
             topics: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
@@ -263,25 +285,120 @@ impl History {
         self.with_topic(topic, |state| {
             state.last += 1;
             let offset = state.last;
-            let size = self.config.size;
-            if size > 0 {
-                // Make room first, so the deque never grows past `size`.
-                while state.entries.len() >= size {
-                    self.pop_front(state);
-                }
-                let at = state.entries.back().map_or(now, |last| last.at.max(now));
-                let entry = Entry {
-                    offset,
-                    opcode,
-                    payload: payload.clone(),
-                };
-                state.entries.push_back(Stored { entry, at });
-                self.entries.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(payload.len(), Ordering::Relaxed);
-            }
-            self.expire(state, now);
+            self.keep(state, offset, opcode, payload, now);
             then(offset, &state.epoch)
         })
+    }
+
+    /// Switches this history to offsets assigned outside it — a cluster's shared log,
+    /// where every node must give a message the same offset — or moves it to a new run
+    /// of that log. Every topic takes `epoch` (the log's), what was held is dropped, and
+    /// the log is taken as read up to `start`: a topic's knowledge begins there.
+    ///
+    /// From then on messages come in through [`History::publish_at`] with the log's
+    /// offsets (increasing per topic, not contiguous), and a client may present any
+    /// position up to the [watermark](History::watermark), not only a topic's last
+    /// offset. [`History::publish`] must no longer be called.
+    pub fn follow_log(&self, epoch: &str, start: u64) {
+        let epoch: Arc<str> = Arc::from(epoch);
+        let external = self.external.get_or_init(|| External {
+            epoch: RwLock::new(epoch.clone()),
+            watermark: AtomicU64::new(start),
+            start: AtomicU64::new(start),
+            evicted: AtomicU64::new(0),
+        });
+        // Hold every stripe while switching, so that no topic is created with the old
+        // epoch or watermark after its stripe was cleared.
+        let mut stripes: Vec<MutexGuard<'_, Stripe>> = self.stripes.iter().map(lock).collect();
+        *external
+            .epoch
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = epoch;
+        external.watermark.store(start, Ordering::Release);
+        external.start.store(start, Ordering::Release);
+        external.evicted.store(0, Ordering::Release);
+        for stripe in stripes.iter_mut() {
+            for (_, state) in stripe.topics.drain() {
+                let bytes: usize = state.entries.iter().map(|s| s.entry.payload.len()).sum();
+                self.entries
+                    .fetch_sub(state.entries.len(), Ordering::Relaxed);
+                self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.topics.fetch_sub(1, Ordering::Relaxed);
+            }
+            stripe.clock.clear();
+        }
+    }
+
+    /// Whether offsets come from outside (see [`History::follow_log`]).
+    pub fn is_external(&self) -> bool {
+        self.external.get().is_some()
+    }
+
+    /// With external offsets: every message of the log up to this offset has been
+    /// through [`History::publish_at`] (or [`History::advance`]). 0 otherwise.
+    pub fn watermark(&self) -> u64 {
+        self.external
+            .get()
+            .map_or(0, |e| e.watermark.load(Ordering::Acquire))
+    }
+
+    /// Records the message at `offset` of the shared log (see
+    /// [`History::follow_log`]) in `topic` and calls `then(epoch)` under the topic's
+    /// lock, like [`History::publish`] — then moves the watermark to `offset`.
+    /// Returns `None`, calling nothing, for an offset the topic already has (a log
+    /// replayed twice) or when offsets are not external.
+    ///
+    /// The log's messages must come in log order, from one caller at a time.
+    pub fn publish_at<R>(
+        &self,
+        topic: &str,
+        offset: u64,
+        opcode: Opcode,
+        payload: &Bytes,
+        now: Instant,
+        then: impl FnOnce(&str) -> R,
+    ) -> Option<R> {
+        let external = self.external.get()?;
+        let result = self.with_topic(topic, |state| {
+            if offset <= state.last {
+                return None;
+            }
+            state.last = offset;
+            self.keep(state, offset, opcode, payload, now);
+            Some(then(&state.epoch))
+        });
+        external.watermark.fetch_max(offset, Ordering::AcqRel);
+        result
+    }
+
+    /// Ends a catch-up read of the log's retained messages (see
+    /// [`History::follow_log`]): a topic that holds `size` of them vouches only from
+    /// its oldest on. The log dropped such a topic's older messages by the same
+    /// per-topic limit, and which offsets those had is not known here; a topic that
+    /// holds fewer lost none after the log's start.
+    pub fn caught_up(&self) {
+        let size = self.config.size;
+        if size == 0 {
+            return;
+        }
+        for stripe in self.stripes.iter() {
+            let mut stripe = lock(stripe);
+            for state in stripe.topics.values_mut() {
+                if state.entries.len() >= size
+                    && let Some(oldest) = state.entries.front()
+                {
+                    state.floor = state.floor.max(oldest.entry.offset - 1);
+                }
+            }
+        }
+    }
+
+    /// Moves the watermark past a message of the log that is not recorded (it could not
+    /// be read), so that positions beyond it are still accepted.
+    pub fn advance(&self, offset: u64) {
+        if let Some(external) = self.external.get() {
+            external.watermark.fetch_max(offset, Ordering::AcqRel);
+        }
     }
 
     /// `topic`'s position. A topic never seen before is created (counting against the
@@ -321,7 +438,7 @@ impl History {
             self.expire(state, now);
             let replay = match since {
                 None => Replay::NotAsked,
-                Some((offset, epoch)) => state.replay(offset, epoch, max),
+                Some((offset, epoch)) => state.replay(offset, epoch, max, self.watermark()),
             };
             Recovery {
                 offset: state.last,
@@ -381,7 +498,27 @@ impl History {
         let key: Arc<str> = Arc::from(topic);
         stripe.clock.push_back(Arc::clone(&key));
         self.topics.fetch_add(1, Ordering::Relaxed);
-        f(stripe.topics.entry(key).or_insert_with(TopicState::new))
+        let fresh = match self.external.get() {
+            // A topic without state had no message since this node started reading
+            // the log (or since the last eviction, which may have been this topic):
+            // it is known from there, and its position is as far as the log was read.
+            Some(e) => {
+                let epoch = e
+                    .epoch
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let known_from = e
+                    .start
+                    .load(Ordering::Acquire)
+                    .max(e.evicted.load(Ordering::Acquire));
+                let mut fresh = TopicState::new(epoch, e.watermark.load(Ordering::Acquire));
+                fresh.floor = known_from.min(fresh.last);
+                fresh
+            }
+            None => TopicState::new(new_epoch(), 0),
+        };
+        f(stripe.topics.entry(key).or_insert(fresh))
     }
 
     /// The CLOCK scan: evicts the first topic not used since the scan last passed it.
@@ -396,6 +533,10 @@ impl History {
                 state.recent = false;
                 stripe.clock.push_back(key);
                 continue;
+            }
+            if let Some(e) = self.external.get() {
+                e.evicted
+                    .fetch_max(e.watermark.load(Ordering::Acquire), Ordering::AcqRel);
             }
             if let Some(state) = stripe.topics.remove(&key) {
                 let bytes: usize = state.entries.iter().map(|s| s.entry.payload.len()).sum();
@@ -419,8 +560,39 @@ impl History {
         }
     }
 
+    /// Holds a message just given `offset` (if history is on), making room first so
+    /// that the deque never grows past the size, and drops what expired.
+    fn keep(
+        &self,
+        state: &mut TopicState,
+        offset: u64,
+        opcode: Opcode,
+        payload: &Bytes,
+        now: Instant,
+    ) {
+        let size = self.config.size;
+        if size == 0 {
+            state.floor = offset;
+            return;
+        }
+        while state.entries.len() >= size {
+            self.pop_front(state);
+        }
+        let at = state.entries.back().map_or(now, |last| last.at.max(now));
+        let entry = Entry {
+            offset,
+            opcode,
+            payload: payload.clone(),
+        };
+        state.entries.push_back(Stored { entry, at });
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(payload.len(), Ordering::Relaxed);
+        self.expire(state, now);
+    }
+
     fn pop_front(&self, state: &mut TopicState) {
         if let Some(oldest) = state.entries.pop_front() {
+            state.floor = oldest.entry.offset;
             self.entries.fetch_sub(1, Ordering::Relaxed);
             self.bytes
                 .fetch_sub(oldest.entry.payload.len(), Ordering::Relaxed);
@@ -429,50 +601,46 @@ impl History {
 }
 
 impl TopicState {
-    fn new() -> Self {
+    /// A topic known from offset `start` on, in `epoch`.
+    fn new(epoch: Arc<str>, start: u64) -> Self {
         // New topics start unmarked: one used only once is the first the scan evicts.
         TopicState {
-            epoch: new_epoch(),
-            last: 0,
+            epoch,
+            last: start,
+            floor: start,
             entries: VecDeque::new(),
             recent: false,
         }
     }
 
     /// What a client at `{since, epoch}` missed, in full or not at all.
-    fn replay(&self, since: u64, epoch: &str, max: usize) -> Replay {
-        if epoch != &*self.epoch || since > self.last {
+    /// What a client at `since` of `epoch` missed. `known` is the highest position the
+    /// log has been read to (0 when this history assigns offsets itself): with
+    /// external offsets a client may be at a position past this topic's last message.
+    fn replay(&self, since: u64, epoch: &str, max: usize, known: u64) -> Replay {
+        let floor = self.floor;
+        if epoch != &*self.epoch || since > self.last.max(known) || since < floor {
             return Replay::Unrecoverable;
         }
-        let missed = self.last - since;
-        if missed == 0 {
-            return Replay::Complete(Vec::new());
-        }
-        if missed > max as u64 {
+        // Every message after `floor` is held, and `since >= floor`: the entries after
+        // `since` are exactly what the client missed.
+        let start = self.entries.partition_point(|s| s.entry.offset <= since);
+        if self.entries.len() - start > max {
             return Replay::Unrecoverable;
         }
-        // The entries are contiguous and end at `last`: recoverable iff the oldest one
-        // is at or before `since + 1`.
-        match self.entries.front() {
-            Some(oldest) if oldest.entry.offset <= since + 1 => {
-                let skip = (since + 1 - oldest.entry.offset) as usize;
-                let entries: Vec<Entry> = self
-                    .entries
-                    .range(skip..)
-                    .map(|s| s.entry.clone())
-                    .collect();
-                debug_assert_eq!(entries.len() as u64, missed);
-                Replay::Complete(entries)
-            }
-            _ => Replay::Unrecoverable,
-        }
+        Replay::Complete(
+            self.entries
+                .range(start..)
+                .map(|s| s.entry.clone())
+                .collect(),
+        )
     }
 }
 
 /// A fresh epoch: 8 characters of `[a-z0-9]` (36^8 ≈ 2.8·10^12 values, so a topic
 /// re-created after eviction or a restart gets the epoch it had with probability
 /// ~4·10^-13).
-fn new_epoch() -> Box<str> {
+fn new_epoch() -> Arc<str> {
     const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut bits = rand::random::<u64>();
     (0..EPOCH_LEN)
@@ -481,7 +649,8 @@ fn new_epoch() -> Box<str> {
             bits /= 36;
             c
         })
-        .collect()
+        .collect::<String>()
+        .into()
 }
 
 /// Locks a stripe, taking over a poisoned lock: the state is consistent because every
@@ -518,6 +687,190 @@ mod tests {
             Replay::Complete(entries) => entries.iter().map(|e| e.offset).collect(),
             other => panic!("expected a complete replay, got {other:?}"),
         }
+    }
+
+    fn at(h: &History, topic: &str, offset: u64, now: Instant) -> Option<()> {
+        h.publish_at(
+            topic,
+            offset,
+            Opcode::Text,
+            &Bytes::from_static(b"x"),
+            now,
+            |_| (),
+        )
+    }
+
+    #[test]
+    fn external_offsets_recover_across_gaps_between_topics() {
+        let h = history(10);
+        let now = Instant::now();
+        h.follow_log("log1", 0);
+        assert!(h.is_external());
+        // The log interleaves two topics: offsets per topic are not contiguous.
+        for (offset, topic) in [(1, "a"), (2, "b"), (3, "a"), (4, "a"), (5, "b")] {
+            assert_eq!(at(&h, topic, offset, now), Some(()));
+        }
+        assert_eq!(h.watermark(), 5);
+        assert_eq!(
+            h.position("a"),
+            Position {
+                offset: 4,
+                epoch: "log1".into()
+            }
+        );
+        let rec = h.recover("a", Some((1, "log1")), 100, now);
+        assert_eq!(offsets(&rec.replay), vec![3, 4]);
+        // A position between a topic's messages (say, another topic's offset, or the
+        // log's top as another node saw it) is a valid place to resume from.
+        assert_eq!(
+            offsets(&h.recover("a", Some((2, "log1")), 100, now).replay),
+            vec![3, 4]
+        );
+        assert_eq!(
+            offsets(&h.recover("a", Some((5, "log1")), 100, now).replay),
+            vec![] as Vec<u64>
+        );
+        // Beyond what this node has read of the log: it cannot vouch for it.
+        assert_eq!(
+            h.recover("a", Some((6, "log1")), 100, now).replay,
+            Replay::Unrecoverable
+        );
+        assert_eq!(
+            h.recover("a", Some((1, "other")), 100, now).replay,
+            Replay::Unrecoverable
+        );
+        // A message read twice (a consumer restart) is recorded once.
+        assert_eq!(at(&h, "a", 4, now), None);
+        assert_eq!(h.entries(), 5);
+    }
+
+    #[test]
+    fn external_knowledge_starts_where_the_log_was_read_from() {
+        let h = history(10);
+        let now = Instant::now();
+        // The node joins a log whose messages before 100 it never saw.
+        h.follow_log("log1", 99);
+        assert_eq!(at(&h, "a", 120, now), Some(()));
+        assert_eq!(
+            h.recover("a", Some((50, "log1")), 100, now).replay,
+            Replay::Unrecoverable
+        );
+        assert_eq!(
+            offsets(&h.recover("a", Some((99, "log1")), 100, now).replay),
+            vec![120]
+        );
+        // A topic first seen now had no message since the node started reading: it
+        // is known from there, and its position is as far as the log was read.
+        let fresh = h.position("quiet");
+        assert_eq!(fresh.offset, 120);
+        assert_eq!(
+            offsets(&h.recover("quiet", Some((100, "log1")), 100, now).replay),
+            vec![] as Vec<u64>
+        );
+        assert_eq!(
+            h.recover("quiet", Some((98, "log1")), 100, now).replay,
+            Replay::Unrecoverable
+        );
+    }
+
+    #[test]
+    fn after_an_eviction_a_new_topic_is_known_from_then_on() {
+        let h = History::new(HistoryConfig {
+            size: 10,
+            max_topics: 1,
+            ..HistoryConfig::default()
+        });
+        let now = Instant::now();
+        h.follow_log("log1", 0);
+        at(&h, "a", 1, now);
+        at(&h, "b", 2, now); // evicts "a" (one topic allowed)
+        at(&h, "b", 3, now);
+        // "a" comes back without state: its message 1 was held and forgotten.
+        assert_eq!(
+            h.recover("a", Some((0, "log1")), 100, now).replay,
+            Replay::Unrecoverable
+        );
+        // (Bringing "a" back evicts "b" in turn: "a" is known from the log's top.)
+        assert_eq!(
+            offsets(&h.recover("a", Some((3, "log1")), 100, now).replay),
+            vec![] as Vec<u64>
+        );
+    }
+
+    #[test]
+    fn external_entries_pushed_out_raise_the_floor() {
+        let h = history(2);
+        let now = Instant::now();
+        h.follow_log("log1", 0);
+        for offset in [3, 7, 9] {
+            at(&h, "a", offset, now);
+        }
+        // 3 is gone: a client that saw only what came before it cannot recover...
+        assert_eq!(
+            h.recover("a", Some((2, "log1")), 100, now).replay,
+            Replay::Unrecoverable
+        );
+        // ...one that saw 3 can.
+        assert_eq!(
+            offsets(&h.recover("a", Some((3, "log1")), 100, now).replay),
+            vec![7, 9]
+        );
+        assert_eq!(
+            h.recover("a", Some((3, "log1")), 1, now).replay,
+            Replay::Unrecoverable
+        );
+    }
+
+    #[test]
+    fn after_a_catch_up_a_full_topic_vouches_from_its_oldest_entry() {
+        let h = history(2);
+        let now = Instant::now();
+        // What a log kept of two topics: "a" up to its per-topic limit (older ones may
+        // have been dropped by it), "b" below it (nothing dropped).
+        h.follow_log("log1", 0);
+        for (offset, topic) in [(5, "a"), (6, "b"), (8, "a")] {
+            at(&h, topic, offset, now);
+        }
+        h.caught_up();
+        assert_eq!(
+            h.recover("a", Some((3, "log1")), 100, now).replay,
+            Replay::Unrecoverable
+        );
+        assert_eq!(
+            offsets(&h.recover("a", Some((4, "log1")), 100, now).replay),
+            vec![5, 8]
+        );
+        assert_eq!(
+            offsets(&h.recover("b", Some((0, "log1")), 100, now).replay),
+            vec![6]
+        );
+    }
+
+    #[test]
+    fn a_new_log_epoch_drops_what_was_held() {
+        let h = history(10);
+        let now = Instant::now();
+        h.follow_log("log1", 0);
+        at(&h, "a", 1, now);
+        at(&h, "a", 2, now);
+        h.follow_log("log2", 0);
+        assert_eq!((h.entries(), h.topics(), h.bytes()), (0, 0, 0));
+        assert_eq!(
+            h.recover("a", Some((1, "log1")), 100, now).replay,
+            Replay::Unrecoverable
+        );
+        assert_eq!(
+            h.position("a"),
+            Position {
+                offset: 0,
+                epoch: "log2".into()
+            }
+        );
+        at(&h, "a", 1, now);
+        assert_eq!(
+            offsets(&h.recover("a", Some((0, "log2")), 100, now).replay),
+            vec![1]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::engine::backplane::Backplane;
+use crate::engine::backplane::{Ack, Backplane};
 use crate::engine::fanout::Published;
 use crate::engine::history::History;
 use crate::engine::metrics::Metrics;
@@ -182,6 +182,11 @@ impl Hub {
         frame: Bytes,
     ) -> Result<Receipt, PublishError> {
         self.begin_publish()?;
+        if let Some(log) = self.log() {
+            // The log gives the offset; nobody here waits to learn it.
+            self.append(log, &topic, &frame, None);
+            return Ok(self.receipt_before_log(&topic, 0));
+        }
         let reserved = self.reserve_now();
         let (result, p) = self.sequence(topic, frame, &reserved, Instant::now(), false);
         self.forward(&p);
@@ -200,6 +205,12 @@ impl Hub {
         patience: Option<Duration>,
     ) -> Result<Receipt, PublishError> {
         self.begin_publish()?;
+        if let Some(log) = self.log() {
+            let (ack, offset) = tokio::sync::oneshot::channel();
+            self.append(log, &topic, &frame, Some(ack));
+            let offset = offset.await.unwrap_or(Err(PublishError::Unavailable))?;
+            return Ok(self.receipt_before_log(&topic, offset));
+        }
         let reserved = self.reserve_waiting(patience).await?;
         let (result, p) = self.sequence(topic, frame, &reserved, Instant::now(), false);
         self.forward(&p);
@@ -222,6 +233,77 @@ impl Hub {
         let frame = frame::encode(opcode, payload);
         let (result, _) = self.sequence(Arc::from(topic), frame, &reserved, born, true);
         result.map(|r| r.recipients)
+    }
+
+    /// A message of the cluster's shared log (see [`Backplane::keeps_log`]), from this
+    /// node or another, in log order: recorded in the history at the log's `offset`,
+    /// then — when `live` — encoded once and handed to the local shards. A node
+    /// catching up on the log at start records without delivering (`live == false`):
+    /// those messages are history, not news. `remote` says whether another node
+    /// published it (for the latency metrics).
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish_from_log(
+        &self,
+        topic: &str,
+        opcode: Opcode,
+        payload: &Bytes,
+        offset: u64,
+        born: Instant,
+        remote: bool,
+        live: bool,
+    ) -> Result<usize, PublishError> {
+        let history = &self.inner.history;
+        if let Err(e) = self.check_message(topic, payload) {
+            history.advance(offset);
+            return Err(e);
+        }
+        if !live {
+            history.publish_at(topic, offset, opcode, payload, Instant::now(), |_| ());
+            return Ok(0);
+        }
+        if let Err(e) = self.begin_publish() {
+            history.advance(offset);
+            return Err(e);
+        }
+        let reserved = self.reserve_now();
+        let frame = frame::encode(opcode, payload);
+        let topic: Arc<str> = Arc::from(topic);
+        let name = topic.clone();
+        let handed = history.publish_at(&name, offset, opcode, payload, Instant::now(), |epoch| {
+            self.hand_off(topic, frame, &reserved, born, remote, offset, epoch)
+        });
+        match handed {
+            Some((result, _)) => result.map(|r| r.recipients),
+            None => {
+                // Already recorded (the log was read twice around a reconnect).
+                for (shard, got) in self.inner.shards.iter().zip(&reserved) {
+                    if *got {
+                        shard.unreserve();
+                    }
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    /// The backplane, when it keeps the shared log.
+    fn log(&self) -> Option<&Arc<dyn Backplane>> {
+        self.backplane().filter(|b| b.keeps_log())
+    }
+
+    fn append(&self, log: &Arc<dyn Backplane>, topic: &str, frame: &Bytes, ack: Option<Ack>) {
+        let (opcode, payload) = frame::payload_of(frame).unwrap_or((Opcode::Text, Bytes::new()));
+        log.append(topic, opcode, payload, ack);
+    }
+
+    /// What a publish handed to the log can tell: the local subscribers it is addressed
+    /// to now, the offset if it waited for the log's (0 if not), the log's epoch.
+    fn receipt_before_log(&self, topic: &str, offset: u64) -> Receipt {
+        Receipt {
+            recipients: self.subscribers(topic),
+            offset,
+            epoch: self.inner.history.position(topic).epoch,
+        }
     }
 
     /// One inbox slot on every shard that has room now.
@@ -280,43 +362,62 @@ impl Hub {
         remote: bool,
     ) -> (Result<Receipt, PublishError>, Published) {
         let (opcode, payload) = frame::payload_of(&frame).unwrap_or((Opcode::Text, Bytes::new()));
-        let shards = &self.inner.shards;
         let name = topic.clone();
         self.inner
             .history
             .publish(&name, opcode, &payload, Instant::now(), |offset, epoch| {
-                let (mut recipients, mut v1) = (0, false);
-                for shard in shards.iter() {
-                    let snap = shard.snapshot.load();
-                    recipients += snap.subscribers(&topic).len();
-                    v1 |= !snap.v1(&topic).is_empty();
-                }
-                let push = v1.then(|| {
-                    frame::encode(Opcode::Text, &v1::push(&topic, offset, opcode, &payload))
-                });
-                let p = Published {
-                    topic,
-                    frame,
-                    born,
-                    remote,
-                    offset,
-                    push,
-                };
-                let mut dropped = 0;
-                for (shard, got) in shards.iter().zip(reserved) {
-                    if !(*got && shard.publish_reserved(p.clone())) {
-                        dropped += self.count_drop(shard);
-                    }
-                }
-                let receipt = self
-                    .settle(&p.topic, recipients, dropped)
-                    .map(|recipients| Receipt {
-                        recipients,
-                        offset,
-                        epoch: epoch.to_owned(),
-                    });
-                (receipt, p)
+                self.hand_off(topic, frame, reserved, born, remote, offset, epoch)
             })
+    }
+
+    /// Hands a message that has its offset to every shard that reserved a slot (called
+    /// under the topic's sequencer lock). The v1 push is encoded here, once, when some
+    /// shard has v1 subscribers of the topic.
+    #[allow(clippy::too_many_arguments)]
+    fn hand_off(
+        &self,
+        topic: Arc<str>,
+        frame: Bytes,
+        reserved: &[bool],
+        born: Instant,
+        remote: bool,
+        offset: u64,
+        epoch: &str,
+    ) -> (Result<Receipt, PublishError>, Published) {
+        let shards = &self.inner.shards;
+        let (mut recipients, mut v1) = (0, false);
+        for shard in shards.iter() {
+            let snap = shard.snapshot.load();
+            recipients += snap.subscribers(&topic).len();
+            v1 |= !snap.v1(&topic).is_empty();
+        }
+        let push = v1.then(|| {
+            let (opcode, payload) =
+                frame::payload_of(&frame).unwrap_or((Opcode::Text, Bytes::new()));
+            frame::encode(Opcode::Text, &v1::push(&topic, offset, opcode, &payload))
+        });
+        let p = Published {
+            topic,
+            frame,
+            born,
+            remote,
+            offset,
+            push,
+        };
+        let mut dropped = 0;
+        for (shard, got) in shards.iter().zip(reserved) {
+            if !(*got && shard.publish_reserved(p.clone())) {
+                dropped += self.count_drop(shard);
+            }
+        }
+        let receipt = self
+            .settle(&p.topic, recipients, dropped)
+            .map(|recipients| Receipt {
+                recipients,
+                offset,
+                epoch: epoch.to_owned(),
+            });
+        (receipt, p)
     }
 
     /// Tells other nodes (when clustered) about a message published here. The payload
@@ -414,8 +515,15 @@ impl Hub {
             .sum()
     }
 
-    /// Subscribers of `topic` on all shards (plain and v1 clients), as of their latest
-    /// snapshots.
+    /// Subscribers of `topic` in the whole cluster: this node's (as of its shards'
+    /// latest snapshots) plus the other nodes' as they last reported them (about a
+    /// second old). The same as [`Hub::subscribers`] when not clustered.
+    pub fn presence(&self, topic: &str) -> usize {
+        self.subscribers(topic) + self.backplane().map_or(0, |b| b.remote_subscribers(topic))
+    }
+
+    /// Subscribers of `topic` on all shards of this node (plain and v1 clients), as of
+    /// their latest snapshots.
     pub fn subscribers(&self, topic: &str) -> usize {
         self.inner
             .shards

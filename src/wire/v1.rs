@@ -105,6 +105,9 @@ pub enum ErrorCode {
     Overloaded = 108,
     /// 109: the server is shutting down.
     ShuttingDown = 109,
+    /// 110: clustered with a shared history, and the broker did not take the message
+    /// (unreachable or refused): no node delivers it; try again.
+    Unavailable = 110,
 }
 
 impl ErrorCode {
@@ -126,6 +129,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message too large",
             ErrorCode::Overloaded => "overloaded, try later",
             ErrorCode::ShuttingDown => "server shutting down",
+            ErrorCode::Unavailable => "cluster log unavailable",
         }
     }
 }
@@ -958,6 +962,7 @@ mod tests {
             (ErrorCode::MessageTooLarge, 107, "message too large"),
             (ErrorCode::Overloaded, 108, "overloaded, try later"),
             (ErrorCode::ShuttingDown, 109, "server shutting down"),
+            (ErrorCode::Unavailable, 110, "cluster log unavailable"),
         ];
         for (code, number, message) in codes {
             assert_eq!((code.code(), code.message()), (number, message));

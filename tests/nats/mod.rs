@@ -50,6 +50,8 @@ pub struct NatsServer {
     monitor_port: u16,
     child: Option<Child>,
     log: PathBuf,
+    /// The JetStream store directory, when JetStream is on.
+    store: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -62,6 +64,18 @@ impl NatsServer {
     /// A standalone server, started and accepting connections.
     pub fn start() -> Self {
         let mut s = Self::unstarted();
+        s.restart();
+        s
+    }
+
+    /// A standalone server with JetStream on, its store in a fresh directory under the
+    /// system's temp dir (removed when the server is dropped), started.
+    pub fn start_jetstream() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("hubcast-js-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("create the JetStream store directory");
+        let mut s = Self::with_args(vec!["-js".into(), "-sd".into(), dir.display().to_string()]);
+        s.store = Some(dir);
         s.restart();
         s
     }
@@ -89,6 +103,7 @@ impl NatsServer {
             monitor_port,
             child: None,
             log,
+            store: None,
         }
     }
 
@@ -186,6 +201,9 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.log);
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
+        }
     }
 }
 
