@@ -5,7 +5,7 @@
 #[path = "common/counting.rs"]
 mod counting;
 
-use counting::{Counting, allocations};
+use counting::{Counting, allocations_here as allocations};
 use hubcast::engine::client::Client;
 use hubcast::engine::fanout::{Outcome, Published, fan_out_batch};
 use hubcast::engine::registry::Registry;

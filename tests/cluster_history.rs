@@ -91,7 +91,7 @@ async fn offsets_are_the_same_on_every_node_and_a_client_recovers_on_another_nod
             .hub
             .publish_text("prices", &i.to_string())
             .expect("publish");
-        assert_eq!(r.epoch, epoch);
+        assert_eq!(&*r.epoch, epoch);
         published.push(i);
     }
     let mut none = Vec::new();

@@ -258,7 +258,7 @@ async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
                 "topic": topic,
                 "recipients": r.recipients,
                 "offset": r.offset,
-                "epoch": r.epoch,
+                "epoch": &*r.epoch,
             }),
         ),
         Err(e @ PublishError::InvalidTopic) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),

@@ -280,7 +280,7 @@ impl History {
         opcode: Opcode,
         payload: &Bytes,
         now: Instant,
-        then: impl FnOnce(u64, &str) -> R,
+        then: impl FnOnce(u64, &Arc<str>) -> R,
     ) -> R {
         self.with_topic(topic, |state| {
             state.last += 1;
@@ -356,7 +356,7 @@ impl History {
         opcode: Opcode,
         payload: &Bytes,
         now: Instant,
-        then: impl FnOnce(&str) -> R,
+        then: impl FnOnce(&Arc<str>) -> R,
     ) -> Option<R> {
         let external = self.external.get()?;
         let result = self.with_topic(topic, |state| {

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -35,8 +36,9 @@ pub struct Receipt {
     pub recipients: usize,
     /// Its offset in the topic: 1, 2, 3, … in publish order (what v1 clients see).
     pub offset: u64,
-    /// The topic's epoch: offsets are only comparable within one epoch.
-    pub epoch: String,
+    /// The topic's epoch: offsets are only comparable within one epoch (shared, not
+    /// copied, per publish).
+    pub epoch: Arc<str>,
 }
 
 /// Handle to a running hubcast server. Clone it freely.
@@ -302,20 +304,20 @@ impl Hub {
         Receipt {
             recipients: self.subscribers(topic),
             offset,
-            epoch: self.inner.history.position(topic).epoch,
+            epoch: Arc::from(self.inner.history.position(topic).epoch),
         }
     }
 
     /// One inbox slot on every shard that has room now.
-    fn reserve_now(&self) -> Vec<bool> {
+    fn reserve_now(&self) -> Reserved {
         self.inner.shards.iter().map(|s| s.try_reserve()).collect()
     }
 
     /// One inbox slot on every shard, waiting for room (up to `patience`, then that
     /// shard is given up on).
-    async fn reserve_waiting(&self, patience: Option<Duration>) -> Result<Vec<bool>, PublishError> {
+    async fn reserve_waiting(&self, patience: Option<Duration>) -> Result<Reserved, PublishError> {
         let deadline = patience.map(|p| tokio::time::Instant::now() + p);
-        let mut reserved = Vec::with_capacity(self.inner.shards.len());
+        let mut reserved = Reserved::with_capacity(self.inner.shards.len());
         for shard in self.inner.shards.iter() {
             let mut waited = false;
             loop {
@@ -382,7 +384,7 @@ impl Hub {
         born: Instant,
         remote: bool,
         offset: u64,
-        epoch: &str,
+        epoch: &Arc<str>,
     ) -> (Result<Receipt, PublishError>, Published) {
         let shards = &self.inner.shards;
         let (mut recipients, mut v1) = (0, false);
@@ -415,7 +417,7 @@ impl Hub {
             .map(|recipients| Receipt {
                 recipients,
                 offset,
-                epoch: epoch.to_owned(),
+                epoch: Arc::clone(epoch),
             });
         (receipt, p)
     }
@@ -583,6 +585,10 @@ impl Hub {
         self.inner.admitted.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// Which shards reserved an inbox slot for one publish, in shard order: on the stack
+/// for up to 32 shards, so a publish allocates nothing for it.
+type Reserved = SmallVec<[bool; 32]>;
 
 /// Checks a topic name: 1–128 bytes.
 pub(crate) fn check_topic(topic: &str) -> Result<(), PublishError> {
