@@ -26,6 +26,7 @@ use crate::engine::client::{Client, Control, Delivery, Flushed, State};
 use crate::engine::fanout::{Outcome, Published, fan_out_batch};
 use crate::engine::hub::Hub;
 use crate::engine::metrics::ShardMetrics;
+use crate::engine::pacing::Pacer;
 use crate::engine::registry::{ClientRef, Registry, Snapshot};
 use crate::wire::frame::{self, Opcode};
 
@@ -36,38 +37,6 @@ const MAX_BATCH: usize = 4096;
 /// Least time between two idle-time snapshot rebuilds: a connect storm costs one rebuild
 /// per tick, not one per connect. A publish always rebuilds first if anything changed.
 const REBUILD_TICK: Duration = Duration::from_millis(2);
-
-/// A fan-out round this long is "heavy": it wrote to many sockets.
-const HEAVY_ROUND: Duration = Duration::from_micros(250);
-
-/// Batches up to this size cost about one write per subscriber, whatever their size.
-const SMALL_BATCH: usize = 64 << 10;
-
-/// When the next fan-out round may start, after one that started at `started`, took
-/// `took` and carried `batch_bytes`. A round of small frames costs about one write per
-/// subscriber however many frames it carries, so after a heavy round the shard lets
-/// frames pile up: the next round starts no sooner than `window` after this one began,
-/// or twice this round's cost when that is longer (at most four windows). At a given
-/// rate each write then carries more frames, and the syscalls per delivery fall on both
-/// ends of every socket. Light rounds (few subscribers) never wait; large batches (cost
-/// per byte) only wait for `window`, so throughput is never capped; an overloaded shard
-/// (rounds longer than the wait) never waits. Latency grows by at most the wait.
-fn coalesce(
-    started: Instant,
-    took: Duration,
-    window: Duration,
-    batch_bytes: usize,
-) -> Option<Instant> {
-    if window.is_zero() || took < HEAVY_ROUND {
-        return None;
-    }
-    let wait = if batch_bytes <= SMALL_BATCH {
-        window.max(took * 2).min(window * 4)
-    } else {
-        window
-    };
-    (took < wait).then(|| started + wait)
-}
 
 /// How a shard serves a freshly accepted connection. The edge provides it (hubcast's
 /// HTTP server), so that the engine never imports the edge.
@@ -206,8 +175,8 @@ impl Shard {
 
     async fn dispatch(self: &Rc<Self>) {
         let mut shutdown = self.hub.inner.shutdown.subscribe();
-        let max_coalesce = self.hub.inner.config.coalesce;
-        // Earliest start of the next fan-out round (see `coalesce` below).
+        let mut pacer = Pacer::new(self.hub.inner.config.coalesce);
+        // Earliest start of the next fan-out round (see `pacing`).
         let mut not_before: Option<Instant> = None;
         loop {
             self.handle.scheduled.store(false, Ordering::SeqCst);
@@ -234,11 +203,12 @@ impl Shard {
                 }
             }
             let mut deadline = None;
-            if !self.batch.borrow().is_empty() {
+            let frames = self.batch.borrow().len();
+            if frames > 0 {
                 let started = Instant::now();
                 self.rebuild_if_dirty();
                 let batch_bytes = self.fan_out();
-                not_before = coalesce(started, started.elapsed(), max_coalesce, batch_bytes);
+                not_before = pacer.after_round(started, started.elapsed(), frames, batch_bytes);
             } else if self.registry.borrow().is_dirty() {
                 let due = self.last_rebuild.get() + REBUILD_TICK;
                 if Instant::now() >= due {
@@ -708,39 +678,4 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_heavy_rounds_wait_and_never_when_overloaded() {
-        let t = Instant::now();
-        let ms = Duration::from_millis;
-        let w = ms(10);
-        let small = 1000;
-        assert_eq!(
-            coalesce(t, Duration::from_micros(100), w, small),
-            None,
-            "light round"
-        );
-        assert_eq!(coalesce(t, ms(2), w, small), Some(t + w));
-        assert_eq!(
-            coalesce(t, ms(8), w, small),
-            Some(t + ms(16)),
-            "twice the round's cost"
-        );
-        assert_eq!(
-            coalesce(t, ms(30), w, small),
-            Some(t + ms(40)),
-            "at most four windows"
-        );
-        assert_eq!(coalesce(t, ms(50), w, small), None, "overloaded");
-        assert_eq!(
-            coalesce(t, ms(8), w, 1 << 20),
-            Some(t + w),
-            "large batches: the window only"
-        );
-        assert_eq!(
-            coalesce(t, ms(2), Duration::ZERO, small),
-            None,
-            "0 disables"
-        );
-    }
 }
