@@ -90,9 +90,10 @@ pub struct Config {
     pub inbox_capacity: usize,
     /// Listen backlog (the kernel caps it at `net.core.somaxconn`).
     pub backlog: u32,
-    /// Coalescing window: after a heavy fan-out round (≥ 250 µs) the next round starts
-    /// no sooner than this after it began (for small frames: twice the round's cost when
-    /// longer, at most four windows), so frames batch into fewer writes. 0 disables.
+    /// Latency budget for batching (`--coalesce`): after a heavy fan-out round
+    /// (≥ 250 µs) a shard lets frames pile up for at most this long, so that each write
+    /// carries several — but only when its arrival rate predicts at least two more
+    /// frames within the budget (see the `pacing` module). 0: never wait.
     pub coalesce: Duration,
     /// Optional admission hook (embedders only): accept or refuse each upgrade.
     pub admit: Option<Arc<AdmitFn>>,
@@ -134,7 +135,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             inbox_capacity: 16_384,
             backlog: 8192,
-            coalesce: Duration::from_millis(10),
+            coalesce: Duration::from_millis(5),
             admit: None,
             history_size: 0,
             history_ttl: None,

@@ -72,10 +72,11 @@ struct Args {
     /// Listen backlog (capped by net.core.somaxconn).
     #[arg(long, env = "HUBCAST_BACKLOG", default_value_t = 8192)]
     backlog: u32,
-    /// Seconds between the starts of two fan-out rounds after a heavy one (one that took
-    /// 250 us or more), so frames batch into fewer writes per socket. Adds at most this
-    /// much latency; light rounds and an overloaded shard never wait. 0 disables.
-    #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.01)]
+    /// Latency budget for batching, in seconds: after a heavy fan-out round (250 us or
+    /// more) a shard waits at most this long for more frames, and only when its arrival
+    /// rate predicts at least two within it; a lightly loaded shard writes at once.
+    /// 0 = never wait.
+    #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.005)]
     coalesce: f64,
     /// Messages kept per topic so that protocol v1 clients can recover what they missed
     /// after a reconnect; 0 = no history.
