@@ -1,0 +1,63 @@
+//! Latency-aware batching over real sockets: a shard that writes to many sockets waits
+//! for more frames only when its arrival rate says they will come within the budget, so
+//! a lightly loaded shard writes every message at once, however large the budget.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Subscribers enough that every fan-out round is heavy (≥ 250 µs), the only rounds
+/// after which a shard may wait.
+const SUBSCRIBERS: usize = 400;
+
+/// Mean fan-out round, in seconds, over both shards (from the round histogram).
+fn mean_round(server: &TestServer) -> f64 {
+    let text = server.hub.metrics_text();
+    let total = |suffix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("hubcast_fanout_round_seconds_{suffix}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    total("sum") / total("count").max(1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_load_is_written_at_once_even_with_a_large_budget() {
+    // A 1 s budget: the old fixed window held every message that came within a second
+    // of a heavy round until that second was over.
+    let server = start(|c| c.coalesce = Duration::from_secs(1));
+    let mut clients = Vec::with_capacity(SUBSCRIBERS);
+    for _ in 0..SUBSCRIBERS {
+        clients.push(connect(&server.url("?topic=t")).await);
+    }
+    server.wait_connections(SUBSCRIBERS).await;
+
+    // 1.7 messages per second: fewer than two expected within the budget, so waiting
+    // would buy nothing. Each must reach the last subscriber well within the budget.
+    let gap = Duration::from_millis(600);
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        let sent = Instant::now();
+        server.hub.publish("t", &i.to_string()).expect("publish");
+        for c in clients.iter_mut() {
+            let got = next_data(c).await.expect("a message");
+            assert_eq!(got, i.to_string().into_bytes());
+        }
+        worst = worst.max(sent.elapsed());
+        // Shapes the load (a message every 600 ms); nothing waits on it.
+        tokio::time::sleep(gap.saturating_sub(sent.elapsed())).await;
+    }
+    let round = mean_round(&server);
+    assert!(
+        round >= 250e-6,
+        "rounds must be heavy for this test to mean anything: mean {round} s"
+    );
+    assert!(
+        worst < Duration::from_millis(300),
+        "a message waited {worst:?} at light load"
+    );
+    server.stop();
+}
