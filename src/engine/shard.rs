@@ -674,8 +674,3 @@ impl Shard {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
