@@ -183,12 +183,14 @@ impl Hub {
         topic: Arc<str>,
         frame: Bytes,
     ) -> Result<Receipt, PublishError> {
-        self.begin_publish()?;
         if let Some(log) = self.log() {
-            // The log gives the offset; nobody here waits to learn it.
+            // The log gives the offset; nobody here waits to learn it. Counted as
+            // published when it comes back from the log, like every node counts it.
+            self.check_open()?;
             self.append(log, &topic, &frame, None);
             return Ok(self.receipt_before_log(&topic, 0));
         }
+        self.begin_publish()?;
         let reserved = self.reserve_now();
         let (result, p) = self.sequence(topic, frame, &reserved, Instant::now(), false);
         self.forward(&p);
@@ -206,13 +208,14 @@ impl Hub {
         frame: Bytes,
         patience: Option<Duration>,
     ) -> Result<Receipt, PublishError> {
-        self.begin_publish()?;
         if let Some(log) = self.log() {
+            self.check_open()?;
             let (ack, offset) = tokio::sync::oneshot::channel();
             self.append(log, &topic, &frame, Some(ack));
             let offset = offset.await.unwrap_or(Err(PublishError::Unavailable))?;
             return Ok(self.receipt_before_log(&topic, offset));
         }
+        self.begin_publish()?;
         let reserved = self.reserve_waiting(patience).await?;
         let (result, p) = self.sequence(topic, frame, &reserved, Instant::now(), false);
         self.forward(&p);
@@ -470,10 +473,15 @@ impl Hub {
         counts.into_iter().collect()
     }
 
-    fn begin_publish(&self) -> Result<(), PublishError> {
+    fn check_open(&self) -> Result<(), PublishError> {
         if self.is_shutting_down() {
             return Err(PublishError::ShuttingDown);
         }
+        Ok(())
+    }
+
+    fn begin_publish(&self) -> Result<(), PublishError> {
+        self.check_open()?;
         self.inner.metrics.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
