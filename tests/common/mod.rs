@@ -3,6 +3,8 @@
 //! well-behaved library refuses to send.
 #![allow(dead_code)]
 
+pub mod v1;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
