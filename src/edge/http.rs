@@ -187,8 +187,8 @@ enum Publisher {
 }
 
 /// Checks the bearer token of `POST /publish`: the static publish token, or — with auth
-/// configured — a JWT. Without either configured, anyone may publish.
-fn publisher(hub: &Hub, req: &Request<Body>) -> Result<Publisher, Response<Full<Bytes>>> {
+/// configured — a JWT. Without either configured, anyone may publish. `None`: refused.
+fn publisher(hub: &Hub, req: &Request<Body>) -> Option<Publisher> {
     let cfg = hub.config();
     let given = req
         .headers()
@@ -197,31 +197,27 @@ fn publisher(hub: &Hub, req: &Request<Body>) -> Result<Publisher, Response<Full<
         .and_then(auth::bearer);
     let verifier = hub.verifier();
     if cfg.publish_token.is_none() && verifier.is_none() {
-        return Ok(Publisher::Anyone);
+        return Some(Publisher::Anyone);
     }
-    if let (Some(given), Some(token)) = (given, &cfg.publish_token)
+    let given = given?;
+    if let Some(token) = &cfg.publish_token
         && same_secret(given.as_bytes(), token.as_bytes())
     {
-        return Ok(Publisher::Anyone);
+        return Some(Publisher::Anyone);
     }
-    if let (Some(given), Some(verifier)) = (given, verifier)
-        && let Ok(verified) = verifier.verify(given)
-    {
-        return Ok(Publisher::Granted(verified.grant));
-    }
-    let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    r.headers_mut()
-        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-    Err(r)
+    let verified = verifier?.verify(given).ok()?;
+    Some(Publisher::Granted(verified.grant))
 }
 
 /// `POST /publish/{topic}`: the body becomes one message (binary when the content type
 /// is `application/octet-stream`, text otherwise).
 async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
     let cfg = hub.config();
-    let publisher = match publisher(hub, &req) {
-        Ok(p) => p,
-        Err(refused) => return refused,
+    let Some(publisher) = publisher(hub, &req) else {
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return r;
     };
     let topic = match upgrade::decode_topic(&req.uri().path()["/publish/".len()..]) {
         Ok(t) => t,
