@@ -663,34 +663,32 @@ pub fn unsubscribed(id: u64, topic: &str) -> Vec<u8> {
 /// The reply to a publish: `{"id":…,"result":{"topic":…,"offset":…}}`, `offset` being
 /// the one the message got.
 pub fn published(id: u64, topic: &str, offset: u64) -> Vec<u8> {
-    let mut out = result_head(id, quoted_len(topic) + 40);
-    out.push_str("{\"topic\":");
-    put_str(&mut out, topic);
-    out.push_str(",\"offset\":");
-    put_u64(&mut out, offset);
-    out.push_str("}}");
-    out.into_bytes()
+    string_and_number(id, ("topic", topic), ("offset", offset))
 }
 
 /// The reply to a presence: `{"id":…,"result":{"topic":…,"subscribers":…}}`.
 pub fn presence(id: u64, topic: &str, subscribers: u64) -> Vec<u8> {
-    let mut out = result_head(id, quoted_len(topic) + 48);
-    out.push_str("{\"topic\":");
-    put_str(&mut out, topic);
-    out.push_str(",\"subscribers\":");
-    put_u64(&mut out, subscribers);
-    out.push_str("}}");
-    out.into_bytes()
+    string_and_number(id, ("topic", topic), ("subscribers", subscribers))
 }
 
 /// The reply to a `connect` or `refresh`: `{"id":…,"result":{"sub":…,"exp":…}}` — who
 /// the token names and when it expires (seconds since the UNIX epoch, as in the token).
 pub fn authenticated(id: u64, sub: &str, exp: u64) -> Vec<u8> {
-    let mut out = result_head(id, quoted_len(sub) + 40);
-    out.push_str("{\"sub\":");
-    put_str(&mut out, sub);
-    out.push_str(",\"exp\":");
-    put_u64(&mut out, exp);
+    string_and_number(id, ("sub", sub), ("exp", exp))
+}
+
+/// A result of one string and one number: `{"id":…,"result":{"<a>":"…","<b>":…}}`. The
+/// names are the encoders' own (plain ASCII), the string is escaped.
+fn string_and_number(id: u64, (a, text): (&str, &str), (b, number): (&str, u64)) -> Vec<u8> {
+    let mut out = result_head(id, a.len() + b.len() + quoted_len(text) + 32);
+    out.push_str("{\"");
+    out.push_str(a);
+    out.push_str("\":");
+    put_str(&mut out, text);
+    out.push_str(",\"");
+    out.push_str(b);
+    out.push_str("\":");
+    put_u64(&mut out, number);
     out.push_str("}}");
     out.into_bytes()
 }
