@@ -246,7 +246,7 @@ fn connect(shard: &Rc<Shard>, who: ClientRef, id: u64, token: &str) -> Vec<u8> {
         );
     }
     match verifier.verify(token) {
-        Ok(verified) => grant(shard, who, id, verified.grant),
+        Ok(verified) => apply_grant(shard, who, id, verified.grant),
         Err(e) => v1::error(Some(id), ErrorCode::InvalidToken, Some(&e.to_string())),
     }
 }
@@ -287,7 +287,7 @@ fn refresh(shard: &Rc<Shard>, who: ClientRef, id: u64, token: &str) -> Vec<u8> {
             Some("the new token does not grant every subscribed topic"),
         );
     }
-    grant(shard, who, id, new)
+    apply_grant(shard, who, id, new)
 }
 
 /// Error 100's message for `connect` and `refresh` on a server without auth.
@@ -295,7 +295,7 @@ const NO_AUTH: &str = "this server does not use tokens";
 
 /// Gives the client `grant` (from `connect` or `refresh`), moves its deadline and
 /// answers with the subject and expiry.
-fn grant(shard: &Rc<Shard>, who: ClientRef, id: u64, grant: Grant) -> Vec<u8> {
+fn apply_grant(shard: &Rc<Shard>, who: ClientRef, id: u64, grant: Grant) -> Vec<u8> {
     let answer = v1::authenticated(id, &grant.subject, grant.expires);
     tracing::debug!(
         client = who.id,

@@ -406,6 +406,19 @@ impl Shard {
     /// Sets the shard's timer for `who` at `at`.
     fn push_deadline(&self, who: ClientRef, at: Instant) {
         let mut heap = self.deadlines.borrow_mut();
+        // Entries of clients that left wait until they come due. With reconnects and
+        // long-lived tokens they could pile up, so once they outnumber the live clients
+        // they are swept out: a sweep is O(heap), and the heap at least doubles between
+        // two sweeps, so each push pays O(1) for it.
+        let mut reg = self.registry.borrow_mut();
+        if heap.len() >= 2 * reg.len() + 1024 {
+            heap.retain(|&Reverse((at, key, id))| {
+                reg.get_mut(ClientRef { key, id })
+                    .and_then(|c| c.access.as_deref())
+                    .is_some_and(|a| a.armed == at)
+            });
+        }
+        drop(reg);
         let earliest = heap.peek().is_none_or(|Reverse((next, ..))| at < *next);
         heap.push(Reverse((at, who.key, who.id)));
         drop(heap);
