@@ -636,3 +636,66 @@ async fn the_admission_hook_sees_the_verified_token() {
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_the_jwt_flags() {
+    let (mut child, addr) = spawn_binary_with(&["--jwt-secret", SECRET, "--jwt-issuer", "tests"]);
+    let mut with_iss = claims("alice", &["news"]);
+    with_iss["iss"] = json!("tests");
+    let without_iss = claims("alice", &["news"]);
+    for (query, expected) in [
+        ("?topic=news".to_owned(), 401),
+        (format!("?topic=news&token={}", token(without_iss)), 401),
+        (format!("?topic=news&token={}", token(with_iss)), 101),
+    ] {
+        let status = http_status(addr, &upgrade_request(addr, &query, "")).await;
+        assert_eq!(status, expected, "{query}");
+    }
+    child.kill().expect("kill the server we started");
+    child.wait().expect("reap it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_stay_out_of_the_logs() {
+    let (mut child, addr) = spawn_binary_logging(
+        &["--jwt-secret", SECRET],
+        "debug",
+        std::process::Stdio::piped(),
+    );
+    let good = token(claims("alice", &["news"]));
+    let expired = token(json!({"sub": "alice", "exp": now() - 10, "topics": ["news"]}));
+    for (query, expected) in [
+        (format!("?topic=news&token={good}"), 101),
+        (format!("?topic=secret&token={good}"), 403),
+        (format!("?topic=news&token={expired}"), 401),
+    ] {
+        let status = http_status(addr, &upgrade_request(addr, &query, "")).await;
+        assert_eq!(status, expected, "{query}");
+    }
+    let mut c = v1_connect_to(&format!("ws://{addr}/ws")).await;
+    replies(
+        &mut c,
+        [
+            (json!({"connect": {"token": expired}}), 111),
+            (json!({"connect": {"token": good}}), 0),
+            (json!({"refresh": {"token": expired}}), 111),
+        ],
+    )
+    .await;
+    let (status, _) = http_publish(addr, "news", "x", Some(&expired)).await;
+    assert_eq!(status, 401);
+    drop(c);
+    child.kill().expect("kill the server we started");
+    let mut logs = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut logs).expect("logs");
+    }
+    child.wait().expect("reap it");
+    // The logs were on and saw the refusals and the connect: the tokens are not there.
+    assert!(logs.contains("upgrade refused"), "{logs}");
+    assert!(logs.contains("client authenticated"), "{logs}");
+    for t in [&good, &expired] {
+        let signature = t.rsplit('.').next().unwrap_or(t);
+        assert!(!logs.contains(signature), "a token in the logs:\n{logs}");
+    }
+}
