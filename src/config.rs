@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,12 @@ pub struct Admission<'a> {
     pub peer: Option<SocketAddr>,
     /// The topics the client asked for.
     pub topics: &'a [String],
+    /// With auth configured: the verified token's subject (`sub`). `None` without auth,
+    /// and for a protocol v1 client that brought no token and will `connect` later.
+    pub subject: Option<&'a str>,
+    /// With auth configured: every claim of the verified token (a JSON object), for
+    /// rules of the embedder's own (a tenant, a plan). `None` when `subject` is.
+    pub claims: Option<&'a serde_json::Value>,
 }
 
 /// An admission hook's refusal: answered as an HTTP error before the upgrade.
@@ -50,6 +57,11 @@ impl Refusal {
 }
 
 /// An embedder's decision on each upgrade request, called on the shard before the upgrade.
+///
+/// With auth configured, the token is checked first: the hook only sees requests whose
+/// token is valid and grants every topic of the URL (with the token's subject and
+/// claims in [`Admission`]), plus protocol v1 requests without a token, which must
+/// `connect` later — a later `connect` does not run the hook again.
 pub type AdmitFn = dyn Fn(&Admission<'_>) -> Result<(), Refusal> + Send + Sync;
 
 /// Server configuration. See `docs/operations.md` for the flag and variable of each field.
@@ -114,6 +126,21 @@ pub struct Config {
     /// Clustering over NATS (`--nats`): messages published on any node reach every
     /// node's subscribers. `None` (the default): one node on its own.
     pub cluster: Option<ClusterConfig>,
+    /// Auth with HS256 tokens signed with this shared secret (`--jwt-secret`, at least
+    /// 32 bytes). With it (or `jwt_public_key`) every WebSocket client needs a token.
+    pub jwt_secret: Option<String>,
+    /// Auth with tokens signed by the private half of this public key, a PEM file
+    /// (`--jwt-public-key`): RSA → RS256, EC P-256 → ES256.
+    pub jwt_public_key: Option<PathBuf>,
+    /// The audience tokens must name in `aud` (`--jwt-audience`). Without it, a token
+    /// that has an `aud` claim is refused (RFC 7519 §4.1.3).
+    pub jwt_audience: Option<String>,
+    /// The issuer tokens must name in `iss` (`--jwt-issuer`); without it `iss` is not
+    /// checked.
+    pub jwt_issuer: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in whole seconds (`--jwt-leeway`,
+    /// default 0): a token expires, and its connection is closed, `leeway` after `exp`.
+    pub jwt_leeway: Duration,
 }
 
 impl Default for Config {
@@ -143,6 +170,11 @@ impl Default for Config {
             max_recovery: 1000,
             max_topics_per_client: 100,
             cluster: None,
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_leeway: Duration::ZERO,
         }
     }
 }
@@ -177,6 +209,11 @@ impl fmt::Debug for Config {
             .field("max_recovery", &self.max_recovery)
             .field("max_topics_per_client", &self.max_topics_per_client)
             .field("cluster", &self.cluster)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_leeway", &self.jwt_leeway)
             .finish()
     }
 }
@@ -198,6 +235,11 @@ impl Config {
             ttl: self.history_ttl,
             max_topics: self.history_topics,
         }
+    }
+
+    /// Whether clients need tokens (a JWT secret or public key is set).
+    pub fn auth_enabled(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some()
     }
 
     /// Checks the settings against each other; the error names the offending setting.
@@ -235,10 +277,24 @@ impl Config {
         {
             return bad("publish token must not be empty".into());
         }
-        if !self.listen.ip().is_loopback() && self.publish_token.is_none() {
+        if let Some(secret) = &self.jwt_secret {
+            if self.jwt_public_key.is_some() {
+                return bad("set either a JWT secret or a JWT public key, not both".into());
+            }
+            // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+            if secret.len() < 32 {
+                return bad("JWT secret must be at least 32 bytes (RFC 7518 3.2)".into());
+            }
+        }
+        if !self.auth_enabled() && (self.jwt_audience.is_some() || self.jwt_issuer.is_some()) {
+            return bad("JWT audience and issuer need a JWT secret or public key".into());
+        }
+        // With auth, publishing needs a token anyway (POST /publish takes a JWT too).
+        if !self.listen.ip().is_loopback() && self.publish_token.is_none() && !self.auth_enabled() {
             return bad(format!(
                 "listening on non-loopback address {} requires a publish token \
-                 (--publish-token / HUBCAST_PUBLISH_TOKEN), so that strangers cannot publish",
+                 (--publish-token / HUBCAST_PUBLISH_TOKEN) or JWT auth (--jwt-secret / \
+                 --jwt-public-key), so that strangers cannot publish",
                 self.listen
             ));
         }
@@ -267,6 +323,34 @@ mod tests {
         assert!(err.contains("publish token"), "{err}");
         c.publish_token = Some("s3cret".into());
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn jwt_settings_are_checked() {
+        let with = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert!(with(|c| c.jwt_secret = Some("s".repeat(32))).is_ok());
+        assert!(with(|c| c.jwt_secret = Some("s".repeat(31))).is_err());
+        assert!(
+            with(|c| {
+                c.jwt_secret = Some("s".repeat(32));
+                c.jwt_public_key = Some("k.pem".into());
+            })
+            .is_err()
+        );
+        assert!(with(|c| c.jwt_audience = Some("a".into())).is_err());
+        assert!(with(|c| c.jwt_issuer = Some("i".into())).is_err());
+        // Off loopback, tokens keep strangers from publishing.
+        assert!(
+            with(|c| {
+                c.listen = "0.0.0.0:8080".parse().expect("addr");
+                c.jwt_secret = Some("s".repeat(32));
+            })
+            .is_ok()
+        );
     }
 
     #[test]

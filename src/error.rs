@@ -23,6 +23,9 @@ pub enum Error {
     /// is not an error — the node starts and keeps trying).
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// The JWT public key (`--jwt-public-key`) cannot be used.
+    #[error("JWT auth: {0}")]
+    Auth(#[from] crate::edge::auth::KeyError),
     /// A shard thread panicked.
     #[error("shard {0} panicked")]
     ShardPanicked(usize),

@@ -62,7 +62,12 @@ impl Server {
     fn start_inner(listener: TcpListener, config: Config) -> Result<Server, Error> {
         let local_addr = listener.local_addr()?;
         let cluster = config.cluster.clone();
+        let verifier = crate::edge::auth::JwtVerifier::from_config(&config)?;
         let hub = Hub::new(config);
+        // Before any shard runs: no client may be admitted without its token checked.
+        if let Some(verifier) = verifier {
+            hub.set_verifier(std::sync::Arc::new(verifier));
+        }
         // Before any shard runs, so that the first subscriber's interest reaches it. An
         // unreachable broker does not stop the start: the backplane keeps trying.
         if let Some(cluster) = cluster {

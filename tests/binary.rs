@@ -38,6 +38,11 @@ fn rejects_bad_flags_with_a_message() {
         "--max-connections",
         "--client-buffer",
         "HUBCAST_PUBLISH_TOKEN",
+        "--jwt-secret",
+        "HUBCAST_JWT_PUBLIC_KEY",
+        "--jwt-audience",
+        "--jwt-issuer",
+        "--jwt-leeway",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -116,6 +116,24 @@ struct Args {
     /// NATS credentials file (user JWT + NKey seed).
     #[arg(long, env = "HUBCAST_NATS_CREDS")]
     nats_creds: Option<std::path::PathBuf>,
+    /// Require a JWT from every WebSocket client, signed with HS256 and this shared
+    /// secret (at least 32 bytes). Tokens come in ?token=, Authorization: Bearer, or a
+    /// protocol v1 `connect` command.
+    #[arg(long, env = "HUBCAST_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Require a JWT from every WebSocket client, signed with the private half of this
+    /// PEM public key: RSA (RS256) or EC P-256 (ES256).
+    #[arg(long, env = "HUBCAST_JWT_PUBLIC_KEY", value_name = "FILE")]
+    jwt_public_key: Option<std::path::PathBuf>,
+    /// The audience tokens must name (aud); without it, tokens naming one are refused.
+    #[arg(long, env = "HUBCAST_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// The issuer tokens must name (iss); without it, iss is not checked.
+    #[arg(long, env = "HUBCAST_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Seconds of clock skew tolerated on exp and nbf (whole seconds).
+    #[arg(long, env = "HUBCAST_JWT_LEEWAY", default_value_t = 0)]
+    jwt_leeway: u64,
     /// Where the broker keeps the cluster's history stream (clustered with
     /// --history-size > 0): `file` survives a broker restart, `memory` is faster and
     /// starts a new epoch when the broker restarts.
@@ -166,6 +184,11 @@ impl Args {
             max_recovery: self.max_recovery,
             max_topics_per_client: self.max_topics_per_client,
             cluster,
+            jwt_secret: self.jwt_secret,
+            jwt_public_key: self.jwt_public_key,
+            jwt_audience: self.jwt_audience,
+            jwt_issuer: self.jwt_issuer,
+            jwt_leeway: Duration::from_secs(self.jwt_leeway),
         })
     }
 

@@ -23,8 +23,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use crate::edge::auth;
 use crate::edge::origin::OriginPolicy;
 use crate::edge::upgrade;
+use crate::engine::grant::Grant;
 use crate::engine::hub::Hub;
 use crate::engine::shard::Shard;
 use crate::error::PublishError;
@@ -164,13 +166,6 @@ fn topic_info(hub: &Hub, raw: &str) -> Response<Full<Bytes>> {
     )
 }
 
-/// The credentials of an `Authorization: Bearer …` header (the scheme is
-/// case-insensitive).
-fn bearer(header: &str) -> Option<&str> {
-    let (scheme, token) = header.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 /// Whether a `Content-Type` is `application/octet-stream` (any case, any parameters).
 fn is_octet_stream(ct: &[u8]) -> bool {
     let essence = ct.split(|&b| b == b';').next().unwrap_or_default();
@@ -184,27 +179,60 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Who may publish over HTTP, as the request's bearer token shows.
+enum Publisher {
+    /// No credential is configured, or the static publish token matched: any topic.
+    Anyone,
+    /// A JWT: the topics its `publish` claim grants.
+    Granted(Grant),
+}
+
+/// Checks the bearer token of `POST /publish`: the static publish token, or — with auth
+/// configured — a JWT. Without either configured, anyone may publish. `None`: refused.
+fn publisher(hub: &Hub, req: &Request<Body>) -> Option<Publisher> {
+    let cfg = hub.config();
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer);
+    let verifier = hub.verifier();
+    if cfg.publish_token.is_none() && verifier.is_none() {
+        return Some(Publisher::Anyone);
+    }
+    let given = given?;
+    if let Some(token) = &cfg.publish_token
+        && same_secret(given.as_bytes(), token.as_bytes())
+    {
+        return Some(Publisher::Anyone);
+    }
+    let verified = verifier?.verify(given).ok()?;
+    Some(Publisher::Granted(verified.grant))
+}
+
 /// `POST /publish/{topic}`: the body becomes one message (binary when the content type
 /// is `application/octet-stream`, text otherwise).
 async fn publish(hub: &Hub, req: Request<Body>) -> Response<Full<Bytes>> {
     let cfg = hub.config();
-    if let Some(token) = &cfg.publish_token {
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer);
-        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-            let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-            return r;
-        }
-    }
+    let Some(publisher) = publisher(hub, &req) else {
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return r;
+    };
     let topic = match upgrade::decode_topic(&req.uri().path()["/publish/".len()..]) {
         Ok(t) => t,
         Err(reason) => return json_error(StatusCode::BAD_REQUEST, &reason),
     };
+    // Over HTTP there is no subscription and no mode: only a `publish` claim grants.
+    if let Publisher::Granted(grant) = &publisher
+        && !grant.publish.as_ref().is_some_and(|p| p.allows(&topic))
+    {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "the token does not allow publishing to this topic",
+        );
+    }
     let binary = req
         .headers()
         .get(CONTENT_TYPE)
@@ -296,14 +324,5 @@ mod tests {
         assert!(is_octet_stream(b"Application/Octet-Stream; charset=binary"));
         assert!(!is_octet_stream(b"application/octet-streamx"));
         assert!(!is_octet_stream(b"text/plain"));
-    }
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive() {
-        use super::bearer;
-        assert_eq!(bearer("Bearer s3cret"), Some("s3cret"));
-        assert_eq!(bearer("bearer s3cret"), Some("s3cret"));
-        assert_eq!(bearer("Basic s3cret"), None);
-        assert_eq!(bearer("Bearer"), None);
     }
 }

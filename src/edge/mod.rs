@@ -3,9 +3,11 @@
 //! Accepting TCP connections and dealing them to shards (`listener`), serving HTTP on
 //! them (`http`: the demo page, `/healthz`, `/metrics`, `POST /publish`), and turning
 //! a WebSocket handshake into a registered client (`upgrade`, with the [`origin`]
-//! policy). The edge calls down into the engine; the engine reaches the edge only
-//! through the connection handler it is given (`serve_connection`).
+//! policy and, when configured, JWT [`auth`]). The edge calls down into the engine; the
+//! engine reaches the edge only through what it is given: the connection handler
+//! (`serve_connection`) and the token verifier (`auth::JwtVerifier`).
 
+pub mod auth;
 pub(crate) mod http;
 pub(crate) mod listener;
 pub mod origin;

@@ -1,8 +1,9 @@
 //! Upgrade: the gorilla `Upgrader`, from an HTTP request to a registered client.
 //!
 //! In order: is it a WebSocket handshake, is the server shutting down, is the origin
-//! allowed, are the topics valid, does the embedder's admission hook agree, is there
-//! capacity — each refusal is an HTTP status with a reason, before any upgrade. Then the
+//! allowed, are the topics valid, (with auth) is the token valid and does it grant the
+//! topics, does the embedder's admission hook agree, is there capacity — each refusal is
+//! an HTTP status with a reason, before any upgrade. Then the
 //! client is registered on the shard *before* the `101` goes out (so it cannot miss a
 //! message published after it saw the `101`), and once hyper hands back the raw
 //! connection, the shard attaches the socket — together with any bytes the client sent
@@ -14,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -25,7 +27,9 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::config::Admission;
+use crate::edge::auth;
 use crate::edge::origin::OriginPolicy;
+use crate::engine::grant::{Access, AccessState};
 use crate::engine::hub::{DEFAULT_TOPIC, Hub, MAX_TOPIC_LEN};
 use crate::engine::metrics::Rejection;
 use crate::engine::shard::{Incoming, Shard};
@@ -87,19 +91,32 @@ pub(crate) fn topics_from_query(
     Ok(topics)
 }
 
+/// What an admitted upgrade request brings to its client.
+pub(crate) struct Admitted {
+    /// The topics of the URL.
+    topics: Vec<String>,
+    /// With auth: its token's grant, or the wait for a v1 `connect`.
+    access: Option<Access>,
+}
+
 /// Every check before an upgrade; on success a connection slot is reserved and the
-/// topics are returned.
+/// topics and access are returned.
 pub(crate) fn admit<B>(
     hub: &Hub,
     origins: &OriginPolicy,
     req: &Request<B>,
     peer: Option<SocketAddr>,
-) -> Result<Vec<String>, Response<Full<Bytes>>> {
+) -> Result<Admitted, Response<Full<Bytes>>> {
     let m = &hub.inner.metrics;
     let refuse = |why: Rejection, status: StatusCode, reason: &str| {
         m.reject(why);
         debug!(?peer, %status, reason, "upgrade refused");
-        Err(error(status, reason))
+        let mut r = error(status, reason);
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        Err(r)
     };
     if let Err(resp) = check_handshake(req) {
         m.reject(Rejection::BadRequest);
@@ -120,16 +137,52 @@ pub(crate) fn admit<B>(
             "origin not allowed",
         );
     }
-    let topics = match topics_from_query(req.uri().query(), !offers_v1(req)) {
+    let v1 = offers_v1(req);
+    let topics = match topics_from_query(req.uri().query(), !v1) {
         Ok(t) => t,
         Err(reason) => return refuse(Rejection::BadRequest, StatusCode::BAD_REQUEST, &reason),
     };
+    // The token before the embedder's hook, so that the hook sees verified claims.
+    let verified = match hub.verifier() {
+        None => None,
+        Some(verifier) => match auth::token_of(req) {
+            Err(reason) => return refuse(Rejection::BadRequest, StatusCode::BAD_REQUEST, reason),
+            Ok(Some(token)) => match verifier.verify(&token) {
+                Ok(verified) => Some(verified),
+                Err(e) => {
+                    let reason = format!("invalid token: {e}");
+                    return refuse(Rejection::Unauthorized, StatusCode::UNAUTHORIZED, &reason);
+                }
+            },
+            // A v1 client may bring its token in a `connect` command instead — as long
+            // as nothing in the URL needs a grant before then.
+            Ok(None) if v1 && topics.is_empty() => None,
+            Ok(None) => {
+                return refuse(
+                    Rejection::Unauthorized,
+                    StatusCode::UNAUTHORIZED,
+                    "a token is required (?token= or Authorization: Bearer)",
+                );
+            }
+        },
+    };
+    if let Some(v) = &verified
+        && !topics.iter().all(|t| v.grant.may_subscribe(t))
+    {
+        return refuse(
+            Rejection::Forbidden,
+            StatusCode::FORBIDDEN,
+            "the token does not grant every topic of the request",
+        );
+    }
     if let Some(admit) = &hub.inner.config.admit {
         let a = Admission {
             headers: req.headers(),
             query: req.uri().query(),
             peer,
             topics: &topics,
+            subject: verified.as_ref().map(|v| &*v.grant.subject),
+            claims: verified.as_ref().map(|v| &v.claims),
         };
         if let Err(refusal) = admit(&a) {
             return refuse(Rejection::Admission, refusal.status, &refusal.reason);
@@ -142,7 +195,15 @@ pub(crate) fn admit<B>(
             "too many connections",
         );
     }
-    Ok(topics)
+    let access = hub.verifier().map(|_| {
+        Access::new(match verified {
+            Some(v) => AccessState::Granted(v.grant),
+            None => AccessState::Pending {
+                until: Instant::now() + hub.config().handshake_timeout,
+            },
+        })
+    });
+    Ok(Admitted { topics, access })
 }
 
 /// Whether `req` is a WebSocket opening handshake this server can honour (RFC 6455
@@ -254,13 +315,13 @@ impl Hub {
         req: &mut Request<B>,
         peer: Option<SocketAddr>,
     ) -> Response<Full<Bytes>> {
-        let topics = match admit(
+        let Admitted { topics, access } = match admit(
             self,
             &OriginPolicy::new(&self.config().allow_origins),
             req,
             peer,
         ) {
-            Ok(t) => t,
+            Ok(a) => a,
             Err(resp) => return resp,
         };
         let on_upgrade = hyper::upgrade::on(&mut *req);
@@ -290,6 +351,7 @@ impl Hub {
                         topics,
                         id,
                         v1,
+                        access,
                     });
                 }
                 None => {
@@ -312,8 +374,8 @@ pub(crate) fn on_shard<B>(
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let hub = &shard.hub;
-    let topics = match admit(hub, origins, &req, Some(peer)) {
-        Ok(t) => t,
+    let Admitted { topics, access } = match admit(hub, origins, &req, Some(peer)) {
+        Ok(a) => a,
         Err(resp) => return resp,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -325,7 +387,7 @@ pub(crate) fn on_shard<B>(
             return resp;
         }
     };
-    let who = shard.register(hub.next_client_id(), &topics, v1);
+    let who = shard.register(hub.next_client_id(), &topics, v1, access);
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
         match on_upgrade.await.ok().and_then(into_tcp) {

@@ -19,6 +19,8 @@ use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
+use crate::engine::grant::{Access, Grant};
+
 /// Lifecycle of a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -93,6 +95,9 @@ pub struct Client {
     pub(crate) has_floor: bool,
     /// Protocol v1 state; `None` for plain clients (who pay one pointer for it).
     v1: Option<Box<V1State>>,
+    /// What the client's token allows, when auth is configured (one pointer otherwise).
+    /// The fan-out never looks at it: grants are checked on commands and messages.
+    pub(crate) access: Option<Box<Access>>,
 }
 
 /// What a protocol v1 client needs beyond a plain one.
@@ -123,6 +128,7 @@ impl Client {
             reader: None,
             has_floor: false,
             v1: None,
+            access: None,
         }
     }
 
@@ -137,6 +143,39 @@ impl Client {
     #[inline]
     pub fn is_v1(&self) -> bool {
         self.v1.is_some()
+    }
+
+    /// The client's grant, once its token is verified (`None` without auth, or while a
+    /// v1 client has yet to `connect`).
+    pub fn grant(&self) -> Option<&Grant> {
+        self.access.as_deref().and_then(Access::grant)
+    }
+
+    /// The token's subject, for logs.
+    pub fn subject(&self) -> Option<&str> {
+        self.grant().map(|g| &*g.subject)
+    }
+
+    /// Whether the client may subscribe to `topic` (or ask for its presence): always
+    /// without auth; with auth, what its grant allows — nothing before it connected.
+    pub fn may_subscribe(&self, topic: &str) -> bool {
+        match self.access.as_deref() {
+            None => true,
+            Some(a) => a.grant().is_some_and(|g| g.may_subscribe(topic)),
+        }
+    }
+
+    /// Whether the client may publish to `topic` on a server in feed mode (`feed`) or
+    /// chat mode: without auth, anything in chat mode and nothing in feed mode; with
+    /// auth, what its grant allows (see [`Grant::may_publish`]) — nothing before it
+    /// connected.
+    pub fn may_publish(&self, topic: &str, feed: bool) -> bool {
+        match self.access.as_deref() {
+            None => !feed,
+            Some(a) => a
+                .grant()
+                .is_some_and(|g| g.may_publish(topic, self.has_topic(topic), feed)),
+        }
     }
 
     /// Whether the client is subscribed to `topic`.

@@ -1,5 +1,12 @@
 //! Protocol v1 commands of one client, run on its shard: subscribe (with recovery),
-//! unsubscribe, publish and presence.
+//! unsubscribe, publish, presence, and — when auth is configured — connect and refresh.
+//!
+//! **Grants.** With auth, every command is checked against the client's grant
+//! (`engine::grant`): subscribe and presence need the `topics` claim to cover the topic,
+//! publish the publish rule; a refusal is error 103 and the connection stays. A client
+//! admitted without a token may only `connect` (anything else: error 110) until its
+//! deadline; `refresh` swaps the token of a connected client for one of the same subject
+//! that still covers every topic it is subscribed to, which moves its expiry.
 //!
 //! The reader hands every text message of a `hubcast.v1` client here. Replies go through
 //! the client's single writer like everything else, so a reply is always in order with
@@ -20,6 +27,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::engine::client::Client;
+use crate::engine::grant::{AccessState, Grant, TokenError};
 use crate::engine::history::Replay;
 use crate::engine::hub::check_topic;
 use crate::engine::registry::ClientRef;
@@ -57,7 +66,15 @@ pub(crate) async fn handle(
             return Ok(());
         }
     };
+    // With auth, a connection admitted without a token may only connect.
+    let pending = match shard.registry.borrow_mut().get_mut(who) {
+        Some(c) => c.access.is_some() && c.grant().is_none(),
+        None => return Ok(()),
+    };
     let answer = match command {
+        Command::Connect { token } => connect(shard, who, id, &token),
+        Command::Refresh { token } => refresh(shard, who, id, &token),
+        _ if pending => v1::error(Some(id), ErrorCode::Unauthenticated, None),
         Command::Subscribe { topic, since } => {
             let since = since.as_ref().map(|s| (s.offset, s.epoch.as_str()));
             if let Some((offset, _)) = since {
@@ -67,14 +84,31 @@ pub(crate) async fn handle(
             return Ok(());
         }
         Command::Unsubscribe { topic } => unsubscribe(shard, who, id, &topic),
-        Command::Publish { topic, payload } => publish(shard, id, &topic, payload).await,
-        Command::Presence { topic } => match check_topic(&topic) {
-            Ok(()) => v1::presence(id, &topic, shard.hub.presence(&topic) as u64),
-            Err(_) => v1::error(Some(id), ErrorCode::BadTopic, None),
-        },
+        Command::Publish { topic, payload } => publish(shard, who, id, &topic, payload).await,
+        Command::Presence { topic } => {
+            if check_topic(&topic).is_err() {
+                v1::error(Some(id), ErrorCode::BadTopic, None)
+            } else if !allowed(shard, who, |c| c.may_subscribe(&topic)) {
+                v1::error(Some(id), ErrorCode::PermissionDenied, Some(NOT_GRANTED))
+            } else {
+                v1::presence(id, &topic, shard.hub.presence(&topic) as u64)
+            }
+        }
     };
     reply(shard, who, answer);
     Ok(())
+}
+
+/// Error 103's message when the token does not cover the topic.
+const NOT_GRANTED: &str = "the token does not grant this topic";
+
+/// Whether the client passes `check` (false when it is gone).
+fn allowed(shard: &Shard, who: ClientRef, check: impl FnOnce(&Client) -> bool) -> bool {
+    shard
+        .registry
+        .borrow_mut()
+        .get_mut(who)
+        .is_some_and(|c| check(c))
 }
 
 fn reply(shard: &Rc<Shard>, who: ClientRef, json: impl AsRef<[u8]>) {
@@ -106,6 +140,14 @@ fn subscribe(shard: &Rc<Shard>, who: ClientRef, id: u64, topic: &str, since: Opt
     {
         let mut reg = shard.registry.borrow_mut();
         let Some(c) = reg.get_mut(who) else { return };
+        if !c.may_subscribe(topic) {
+            drop(reg);
+            return reply(
+                shard,
+                who,
+                v1::error(Some(id), ErrorCode::PermissionDenied, Some(NOT_GRANTED)),
+            );
+        }
         if c.has_topic(topic) {
             drop(reg);
             return refuse(ErrorCode::AlreadySubscribed);
@@ -170,14 +212,22 @@ fn unsubscribe(shard: &Rc<Shard>, who: ClientRef, id: u64, topic: &str) -> Vec<u
     v1::unsubscribed(id, topic)
 }
 
-async fn publish(shard: &Rc<Shard>, id: u64, topic: &str, payload: Payload) -> Vec<u8> {
+async fn publish(
+    shard: &Rc<Shard>,
+    who: ClientRef,
+    id: u64,
+    topic: &str,
+    payload: Payload,
+) -> Vec<u8> {
     let hub = &shard.hub;
-    if hub.inner.config.feed {
-        return v1::error(
-            Some(id),
-            ErrorCode::PermissionDenied,
-            Some("this server is a feed"),
-        );
+    let feed = hub.inner.config.feed;
+    if !allowed(shard, who, |c| c.may_publish(topic, feed)) {
+        let why = if hub.verifier().is_some() {
+            "the token does not allow publishing to this topic"
+        } else {
+            "this server is a feed"
+        };
+        return v1::error(Some(id), ErrorCode::PermissionDenied, Some(why));
     }
     let (opcode, bytes) = match &payload {
         Payload::Text(t) => (Opcode::Text, t.as_bytes()),
@@ -198,4 +248,86 @@ async fn publish(shard: &Rc<Shard>, id: u64, topic: &str, payload: Payload) -> V
         Err(PublishError::ShuttingDown) => v1::error(Some(id), ErrorCode::ShuttingDown, None),
         Err(PublishError::Unavailable) => v1::error(Some(id), ErrorCode::Unavailable, None),
     }
+}
+
+/// `connect`: a connection admitted without a token presents one. On success the grant
+/// applies and the reply names the subject and expiry; on failure (error 111) the client
+/// may try again until its deadline.
+fn connect(shard: &Rc<Shard>, who: ClientRef, id: u64, token: &str) -> Vec<u8> {
+    let Some(verifier) = shard.hub.verifier() else {
+        return v1::error(Some(id), ErrorCode::BadCommand, Some(NO_AUTH));
+    };
+    if allowed(shard, who, |c| c.grant().is_some()) {
+        return v1::error(
+            Some(id),
+            ErrorCode::BadCommand,
+            Some("already connected: use refresh to change the token"),
+        );
+    }
+    match verifier.verify(token) {
+        Ok(verified) => apply_grant(shard, who, id, verified.grant),
+        Err(e) => v1::error(Some(id), ErrorCode::InvalidToken, Some(&e.to_string())),
+    }
+}
+
+/// `refresh`: a connected client swaps its token before it expires. The new token must
+/// be valid, name the same subject, and still grant every topic the client is
+/// subscribed to (error 103 otherwise: unsubscribe first); its `exp` becomes the
+/// connection's deadline, and its claims apply from now on.
+fn refresh(shard: &Rc<Shard>, who: ClientRef, id: u64, token: &str) -> Vec<u8> {
+    let Some(verifier) = shard.hub.verifier() else {
+        return v1::error(Some(id), ErrorCode::BadCommand, Some(NO_AUTH));
+    };
+    let subject = {
+        let mut reg = shard.registry.borrow_mut();
+        match reg
+            .get_mut(who)
+            .map(|c| c.grant().map(|g| g.subject.clone()))
+        {
+            Some(Some(subject)) => subject,
+            Some(None) => return v1::error(Some(id), ErrorCode::Unauthenticated, None),
+            None => return Vec::new(),
+        }
+    };
+    let new = match verifier.verify(token) {
+        Ok(v) if v.grant.subject == subject => v.grant,
+        Ok(_) => {
+            let message = TokenError::OtherSubject.to_string();
+            return v1::error(Some(id), ErrorCode::InvalidToken, Some(&message));
+        }
+        Err(e) => return v1::error(Some(id), ErrorCode::InvalidToken, Some(&e.to_string())),
+    };
+    if !allowed(shard, who, |c| {
+        c.topics.iter().all(|t| new.may_subscribe(t))
+    }) {
+        return v1::error(
+            Some(id),
+            ErrorCode::PermissionDenied,
+            Some("the new token does not grant every subscribed topic"),
+        );
+    }
+    apply_grant(shard, who, id, new)
+}
+
+/// Error 100's message for `connect` and `refresh` on a server without auth.
+const NO_AUTH: &str = "this server does not use tokens";
+
+/// Gives the client `grant` (from `connect` or `refresh`), moves its deadline and
+/// answers with the subject and expiry.
+fn apply_grant(shard: &Rc<Shard>, who: ClientRef, id: u64, grant: Grant) -> Vec<u8> {
+    let answer = v1::authenticated(id, &grant.subject, grant.expires);
+    tracing::debug!(
+        client = who.id,
+        sub = &*grant.subject,
+        "client authenticated"
+    );
+    {
+        let mut reg = shard.registry.borrow_mut();
+        let Some(access) = reg.get_mut(who).and_then(|c| c.access.as_deref_mut()) else {
+            return Vec::new();
+        };
+        access.state = AccessState::Granted(grant);
+    }
+    shard.access_changed(who);
+    answer
 }

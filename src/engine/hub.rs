@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::engine::backplane::{Ack, Backplane};
 use crate::engine::fanout::Published;
+use crate::engine::grant::Verifier;
 use crate::engine::history::History;
 use crate::engine::metrics::Metrics;
 use crate::engine::shard::ShardHandle;
@@ -76,6 +77,8 @@ pub struct HubInner {
     history: History,
     /// Where local publishes go besides the shards, when clustered.
     backplane: OnceLock<Arc<dyn Backplane>>,
+    /// Turns tokens into grants, when auth is configured.
+    verifier: OnceLock<Arc<dyn Verifier>>,
     pub(crate) shutdown: watch::Sender<bool>,
     /// Connections admitted (registered or about to be): the `--max-connections` gate.
     admitted: AtomicUsize,
@@ -94,6 +97,7 @@ impl Hub {
                 shards,
                 metrics: Metrics::new(n),
                 backplane: OnceLock::new(),
+                verifier: OnceLock::new(),
                 history: History::new(config.history_config()),
                 shutdown: watch::Sender::new(false),
                 admitted: AtomicUsize::new(0),
@@ -444,6 +448,17 @@ impl Hub {
     /// The backplane, when clustered.
     pub fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
         self.inner.backplane.get()
+    }
+
+    /// Plugs in the token verifier (the server does, once, before any shard runs).
+    /// Returns `false` if one was set already.
+    pub(crate) fn set_verifier(&self, verifier: Arc<dyn Verifier>) -> bool {
+        self.inner.verifier.set(verifier).is_ok()
+    }
+
+    /// The token verifier, when auth is configured: every client then needs a token.
+    pub(crate) fn verifier(&self) -> Option<&Arc<dyn Verifier>> {
+        self.inner.verifier.get()
     }
 
     /// A handle that does not keep the hub alive (the backplane holds one).

@@ -42,6 +42,8 @@ pub struct ShardMetrics {
     pub inbox_dropped: AtomicU64,
     /// v1 subscribes with `since` that replayed what was missed.
     pub recoveries: AtomicU64,
+    /// Clients closed because their token expired or they did not `connect` in time.
+    pub auth_closes: AtomicU64,
     /// v1 subscribes with `since` answered `recovered: false`.
     pub unrecovered: AtomicU64,
 }
@@ -59,14 +61,20 @@ pub enum Rejection {
     BadRequest = 3,
     /// Shutting down (503).
     ShuttingDown = 4,
+    /// No valid token (401).
+    Unauthorized = 5,
+    /// The token does not grant a topic of the URL (403).
+    Forbidden = 6,
 }
 
-const REJECTION_LABELS: [&str; 5] = [
+const REJECTION_LABELS: [&str; 7] = [
     "origin",
     "capacity",
     "admission",
     "bad_request",
     "shutting_down",
+    "unauthorized",
+    "forbidden",
 ];
 
 /// Labels of the per-shard histograms.
@@ -172,7 +180,7 @@ pub struct Metrics {
     pub published: CachePadded<AtomicU64>,
     /// Publishes that had to wait for room in a full shard inbox (back-pressure).
     pub publish_waits: AtomicU64,
-    rejected: [AtomicU64; 5],
+    rejected: [AtomicU64; REJECTION_LABELS.len()],
     /// Fan-out and latency histograms.
     pub timings: Timings,
 }
@@ -272,6 +280,12 @@ impl Metrics {
             "counter",
             "Clients closed for protocol errors, oversize messages or bad UTF-8.",
             self.sum(|s| &s.protocol_closes),
+        );
+        one(
+            "hubcast_auth_closes_total",
+            "counter",
+            "Clients closed because their token expired (4401) or they did not connect in time (4408).",
+            self.sum(|s| &s.auth_closes),
         );
         one(
             "hubcast_publish_waits_total",

@@ -9,16 +9,19 @@
 //! `Hub::publish` and messages from other nodes all enter there, and local shards plus
 //! the optional [`backplane`] are all it hands them to. Beside them, [`history`] numbers
 //! each topic's messages (offsets and epochs) and keeps the recent ones for recovery,
-//! and `commands` runs protocol v1 clients' commands on their shard.
+//! and `commands` runs protocol v1 clients' commands on their shard. [`grant`] is what
+//! a verified token allows a client (topics to subscribe and publish to, a deadline).
 //!
-//! The engine knows nothing of HTTP or NATS. What it needs from above, it is given:
-//! a connection handler for accepted sockets (the edge's HTTP server) and a
-//! [`backplane::Backplane`] (the cluster).
+//! The engine knows nothing of HTTP, NATS or JWT. What it needs from above, it is given:
+//! a connection handler for accepted sockets (the edge's HTTP server), a
+//! [`backplane::Backplane`] (the cluster) and a [`grant::Verifier`] (the edge's JWT
+//! check).
 
 pub mod backplane;
 pub mod client;
 pub(crate) mod commands;
 pub mod fanout;
+pub mod grant;
 pub mod history;
 pub mod hub;
 pub mod metrics;

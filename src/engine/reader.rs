@@ -245,17 +245,28 @@ async fn message(
             .await
             .map_err(|(code, reason)| End::Violation(code, reason));
     }
-    if shard.hub.inner.config.feed {
-        return Err(End::Violation(
-            1008,
-            "this server is a feed: clients may not send messages",
-        ));
-    }
-    shard.metrics().messages_in.fetch_add(1, Ordering::Relaxed);
+    // A plain client's message goes to every topic it joined: all of them must allow
+    // it (the grant's publish rule with auth, chat mode without). Refused, it is closed
+    // with 1008 and a reason — the plain protocol has no error reply, and dropping the
+    // message unannounced would lose it silently.
+    let feed = shard.hub.inner.config.feed;
     let topics = match shard.registry.borrow_mut().get_mut(who) {
-        Some(c) => c.topics.clone(),
+        Some(c) if c.topics.iter().all(|t| c.may_publish(t, feed)) => c.topics.clone(),
+        Some(c) if c.access.is_some() => {
+            return Err(End::Violation(
+                1008,
+                "the token does not allow publishing to these topics",
+            ));
+        }
+        Some(_) => {
+            return Err(End::Violation(
+                1008,
+                "this server is a feed: clients may not send messages",
+            ));
+        }
         None => return Err(End::Gone),
     };
+    shard.metrics().messages_in.fetch_add(1, Ordering::Relaxed);
     let encoded = frame::encode(opcode, payload);
     for topic in topics.iter() {
         let published = shard

@@ -9,6 +9,8 @@
 //! needs a lock.
 
 use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::engine::client::{Client, Control, Delivery, Flushed, State};
 use crate::engine::fanout::{Outcome, Published, fan_out_batch};
+use crate::engine::grant::{self, Access, AccessState};
 use crate::engine::hub::Hub;
 use crate::engine::metrics::ShardMetrics;
 use crate::engine::pacing::Pacer;
@@ -54,6 +57,8 @@ pub(crate) enum Incoming {
         id: u64,
         /// It negotiated protocol v1.
         v1: bool,
+        /// Its token's grant, when auth is configured.
+        access: Option<Access>,
     },
 }
 
@@ -140,6 +145,13 @@ pub(crate) struct Shard {
     outcome: RefCell<Outcome>,
     ping: Bytes,
     serve_conn: ConnHandler,
+    /// Auth deadlines (token expiry, the wait for a v1 `connect`), earliest first: one
+    /// timer for the whole shard instead of one task per connection. At most one live
+    /// entry per client (see `Access::armed`); entries of clients that left are dropped
+    /// when they come due.
+    deadlines: RefCell<BinaryHeap<Reverse<(Instant, usize, u64)>>>,
+    /// Wakes the deadline timer when an entry earlier than all others arrives.
+    deadline_wake: Notify,
 }
 
 impl Shard {
@@ -154,6 +166,8 @@ impl Shard {
             outcome: RefCell::new(Outcome::default()),
             ping: frame::encode(Opcode::Ping, b""),
             serve_conn,
+            deadlines: RefCell::new(BinaryHeap::new()),
+            deadline_wake: Notify::new(),
         })
     }
 
@@ -169,6 +183,9 @@ impl Shard {
     /// Runs the shard until shutdown, then closes its clients and returns.
     pub(crate) async fn run(self: Rc<Self>) {
         tokio::task::spawn_local(self.clone().ping_loop());
+        if self.hub.verifier().is_some() {
+            tokio::task::spawn_local(self.clone().deadline_loop());
+        }
         self.dispatch().await;
         self.drain().await;
     }
@@ -313,8 +330,9 @@ impl Shard {
                 topics,
                 id,
                 v1,
+                access,
             } => {
-                let who = self.register(id, &topics, v1);
+                let who = self.register(id, &topics, v1, access);
                 match TcpStream::from_std(stream) {
                     Ok(stream) => self.attach(who, stream, read_buf),
                     Err(e) => {
@@ -328,18 +346,152 @@ impl Shard {
 
     /// Registers a client before its upgrade completes, so it receives every message
     /// published after it got its `101` response. `v1`: it speaks protocol v1.
-    pub(crate) fn register(&self, id: u64, topics: &[String], v1: bool) -> ClientRef {
+    /// `access`: what its token allows, when auth is configured; its deadline is set.
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        topics: &[String],
+        v1: bool,
+        access: Option<Access>,
+    ) -> ClientRef {
         let mut reg = self.registry.borrow_mut();
         let topics = topics.iter().map(|t| reg.intern(t)).collect();
-        let client = if v1 {
+        let mut client = if v1 {
             Client::new_v1(id, topics)
         } else {
             Client::new(id, topics)
         };
+        let deadline = access.as_ref().map(|a| a.armed);
+        client.access = access.map(Box::new);
         let who = reg.insert(client);
+        drop(reg);
+        if let Some(at) = deadline {
+            self.push_deadline(who, at);
+        }
         self.metrics().connections.fetch_add(1, Ordering::Relaxed);
         self.local.notify_one();
         who
+    }
+
+    /// Sets the shard's timer for `who` at `at`.
+    fn push_deadline(&self, who: ClientRef, at: Instant) {
+        let mut heap = self.deadlines.borrow_mut();
+        // Entries of clients that left wait until they come due. With reconnects and
+        // long-lived tokens they could pile up, so once they outnumber the live clients
+        // they are swept out: a sweep is O(heap), and the heap at least doubles between
+        // two sweeps, so each push pays O(1) for it.
+        let mut reg = self.registry.borrow_mut();
+        if heap.len() >= 2 * reg.len() + 1024 {
+            heap.retain(|&Reverse((at, key, id))| {
+                reg.get_mut(ClientRef { key, id })
+                    .and_then(|c| c.access.as_deref())
+                    .is_some_and(|a| a.armed == at)
+            });
+        }
+        drop(reg);
+        let earliest = heap.peek().is_none_or(|Reverse((next, ..))| at < *next);
+        heap.push(Reverse((at, who.key, who.id)));
+        drop(heap);
+        if earliest {
+            self.deadline_wake.notify_one();
+        }
+    }
+
+    /// A client's access changed (`connect`, `refresh`): when its deadline moved
+    /// earlier than the timer's entry, set a new entry. A later deadline needs none: the
+    /// entry re-arms itself when it comes due.
+    pub(crate) fn access_changed(&self, who: ClientRef) {
+        let earlier = {
+            let mut reg = self.registry.borrow_mut();
+            let Some(a) = reg.get_mut(who).and_then(|c| c.access.as_deref_mut()) else {
+                return;
+            };
+            let deadline = a.deadline();
+            (deadline < a.armed).then(|| {
+                a.armed = deadline;
+                deadline
+            })
+        };
+        if let Some(at) = earlier {
+            self.push_deadline(who, at);
+        }
+    }
+
+    /// Sleeps until the earliest auth deadline, handles what is due, and again.
+    async fn deadline_loop(self: Rc<Self>) {
+        loop {
+            let next = self.deadlines.borrow().peek().map(|Reverse((at, ..))| *at);
+            match next {
+                Some(at) => tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => self.expire_due(Instant::now()),
+                    _ = self.deadline_wake.notified() => {}
+                },
+                None => self.deadline_wake.notified().await,
+            }
+        }
+    }
+
+    /// Closes the clients whose auth deadline has come: a token that expired (4401), or
+    /// a v1 client that did not `connect` in time (4408). Entries that a refresh made
+    /// early are re-armed at the new deadline.
+    fn expire_due(self: &Rc<Self>, now: Instant) {
+        enum Due {
+            Rearm(Instant),
+            Close(Bytes),
+        }
+        let mut due = Vec::new();
+        {
+            let mut heap = self.deadlines.borrow_mut();
+            while let Some(&Reverse((at, key, id))) = heap.peek() {
+                if at > now {
+                    break;
+                }
+                heap.pop();
+                due.push((at, ClientRef { key, id }));
+            }
+        }
+        for (at, who) in due {
+            let what = {
+                let mut reg = self.registry.borrow_mut();
+                let Some(c) = reg.get_mut(who) else { continue };
+                let open = c.state == State::Open;
+                let Some(a) = c.access.as_deref_mut() else {
+                    continue;
+                };
+                // A later entry of a client that was re-armed earlier: not this one's job.
+                if !open || a.armed != at {
+                    continue;
+                }
+                let deadline = a.deadline();
+                if deadline > now {
+                    // Refreshed meanwhile: wait for the new deadline.
+                    a.armed = deadline;
+                    Due::Rearm(deadline)
+                } else {
+                    Due::Close(match &a.state {
+                        AccessState::Pending { .. } => {
+                            info!(client = who.id, "closing client: no connect in time");
+                            frame::encode_close(grant::CONNECT_TIMEOUT, "no valid connect in time")
+                        }
+                        AccessState::Granted(g) => {
+                            info!(
+                                client = who.id,
+                                sub = &*g.subject,
+                                "closing client: token expired"
+                            );
+                            frame::encode_close(grant::TOKEN_EXPIRED, "token expired")
+                        }
+                    })
+                }
+            };
+            match what {
+                Due::Rearm(at) => self.push_deadline(who, at),
+                Due::Close(close) => {
+                    self.metrics().auth_closes.fetch_add(1, Ordering::Relaxed);
+                    self.close_client(who, &close, true);
+                }
+            }
+        }
     }
 
     /// Gives a registered client its socket and starts reading from it.
@@ -374,8 +526,19 @@ impl Shard {
             self.metrics().connections.fetch_sub(1, Ordering::Relaxed);
             self.hub.release_slot();
             self.local.notify_one();
-            debug!(client = who.id, shard = self.handle.index, "client removed");
+            debug!(
+                client = who.id,
+                sub = client.subject().unwrap_or("-"),
+                shard = self.handle.index,
+                "client removed"
+            );
         }
+    }
+
+    /// The subject of a client's token, for logs.
+    pub(crate) fn subject_of(&self, who: ClientRef) -> Option<Arc<str>> {
+        let mut reg = self.registry.borrow_mut();
+        reg.get_mut(who)?.grant().map(|g| g.subject.clone())
     }
 
     /// Marks that a client seems alive (any frame from it).
@@ -438,6 +601,7 @@ impl Shard {
             .fetch_add(1, Ordering::Relaxed);
         warn!(
             client = who.id,
+            sub = self.subject_of(who).as_deref().unwrap_or("-"),
             shard = self.handle.index,
             "closing slow consumer"
         );
@@ -600,6 +764,7 @@ impl Shard {
                 self.metrics().ping_timeouts.fetch_add(1, Ordering::Relaxed);
                 info!(
                     client = who.id,
+                    sub = self.subject_of(who).as_deref().unwrap_or("-"),
                     "closing client: no pong within the timeout"
                 );
                 // The peer is unresponsive: say why (best effort), then let it go.

@@ -105,9 +105,13 @@ pub enum ErrorCode {
     Overloaded = 108,
     /// 109: the server is shutting down.
     ShuttingDown = 109,
-    /// 110: clustered with a shared history, and the broker did not take the message
+    /// 110: the server needs a token, and this connection has none yet: `connect` first.
+    Unauthenticated = 110,
+    /// 111: the token of a `connect` or `refresh` was refused (the message says why).
+    InvalidToken = 111,
+    /// 112: clustered with a shared history, and the broker did not take the message
     /// (unreachable or refused): no node delivers it; try again.
-    Unavailable = 110,
+    Unavailable = 112,
 }
 
 impl ErrorCode {
@@ -129,6 +133,8 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message too large",
             ErrorCode::Overloaded => "overloaded, try later",
             ErrorCode::ShuttingDown => "server shutting down",
+            ErrorCode::Unauthenticated => "connect with a token first",
+            ErrorCode::InvalidToken => "invalid token",
             ErrorCode::Unavailable => "cluster log unavailable",
         }
     }
@@ -169,6 +175,16 @@ pub enum Command {
     Presence {
         /// The topic.
         topic: String,
+    },
+    /// Authenticate a connection admitted without a token.
+    Connect {
+        /// The token (a JWT), never logged.
+        token: String,
+    },
+    /// Replace the connection's token before it expires.
+    Refresh {
+        /// The new token (a JWT), never logged.
+        token: String,
     },
 }
 
@@ -223,18 +239,34 @@ pub enum Malformed {
 /// assert!(matches!(parse(b"[1]"), Err(Malformed::BadCommand { id: None, .. })));
 /// ```
 pub fn parse(text: &[u8]) -> Result<Request, Malformed> {
-    const TOP: [&str; 5] = ["id", "subscribe", "unsubscribe", "publish", "presence"];
+    const TOP: [&str; 7] = [
+        "id",
+        "subscribe",
+        "unsubscribe",
+        "publish",
+        "presence",
+        "connect",
+        "refresh",
+    ];
     let top = match members(text, &TOP) {
         Ok(Some(top)) => top,
         Ok(None) => return Err(bad(None, "a command is a JSON object".into())),
         Err(_) => return Err(Malformed::NotJson),
     };
-    let [id, subscribe, unsubscribe, publish, presence] = top.values;
+    let [
+        id,
+        subscribe,
+        unsubscribe,
+        publish,
+        presence,
+        connect,
+        refresh,
+    ] = top.values;
     // A repeated id is not readable: answering either one could mislead the client.
     let id = id.filter(|_| top.repeated & 1 == 0).and_then(read_id);
     if top.unknown {
         let message = "unknown field: a command has an id and one of subscribe, unsubscribe, \
-                       publish, presence";
+                       publish, presence, connect, refresh";
         return Err(bad(id, message.into()));
     }
     if top.repeated != 0 {
@@ -246,17 +278,25 @@ pub fn parse(text: &[u8]) -> Result<Request, Malformed> {
             format!("id must be an integer from 1 to {MAX_ID}"),
         ));
     };
-    let command = match (subscribe, unsubscribe, publish, presence) {
-        (Some(body), None, None, None) => parse_subscribe(body),
-        (None, Some(body), None, None) => topic_only(body, "unsubscribe", "unsubscribe.topic")
-            .map(|topic| Command::Unsubscribe { topic }),
-        (None, None, Some(body), None) => parse_publish(body),
-        (None, None, None, Some(body)) => {
-            topic_only(body, "presence", "presence.topic").map(|topic| Command::Presence { topic })
+    let given = [subscribe, unsubscribe, publish, presence, connect, refresh];
+    let command = match given {
+        [Some(body), None, None, None, None, None] => parse_subscribe(body),
+        [None, Some(body), None, None, None, None] => {
+            one_string(body, "unsubscribe", &["topic"]).map(|topic| Command::Unsubscribe { topic })
         }
-        (None, None, None, None) => {
-            Err("no command: expected subscribe, unsubscribe, publish or presence".into())
+        [None, None, Some(body), None, None, None] => parse_publish(body),
+        [None, None, None, Some(body), None, None] => {
+            one_string(body, "presence", &["topic"]).map(|topic| Command::Presence { topic })
         }
+        [None, None, None, None, Some(body), None] => {
+            one_string(body, "connect", &["token"]).map(|token| Command::Connect { token })
+        }
+        [None, None, None, None, None, Some(body)] => {
+            one_string(body, "refresh", &["token"]).map(|token| Command::Refresh { token })
+        }
+        [None, None, None, None, None, None] => Err("no command: expected subscribe, \
+             unsubscribe, publish, presence, connect or refresh"
+            .into()),
         _ => Err("more than one command".into()),
     };
     command
@@ -318,9 +358,15 @@ fn parse_publish(body: &RawValue) -> Result<Command, String> {
     Ok(Command::Publish { topic, payload })
 }
 
-fn topic_only(body: &RawValue, what: &str, field: &str) -> Result<String, String> {
-    let [topic] = object(body, what, &["topic"])?;
-    string(topic, field)
+/// The value of the one member of an object `what` whose only field, a string, is
+/// `field`.
+fn one_string(
+    body: &RawValue,
+    what: &str,
+    field: &'static [&'static str; 1],
+) -> Result<String, String> {
+    let [value] = object(body, what, field)?;
+    string(value, &format!("{what}.{}", field[0]))
 }
 
 /// The members of an object named `what` that may have exactly the fields `names`, each
@@ -621,22 +667,32 @@ pub fn unsubscribed(id: u64, topic: &str) -> Vec<u8> {
 /// The reply to a publish: `{"id":…,"result":{"topic":…,"offset":…}}`, `offset` being
 /// the one the message got.
 pub fn published(id: u64, topic: &str, offset: u64) -> Vec<u8> {
-    let mut out = result_head(id, quoted_len(topic) + 40);
-    out.push_str("{\"topic\":");
-    put_str(&mut out, topic);
-    out.push_str(",\"offset\":");
-    put_u64(&mut out, offset);
-    out.push_str("}}");
-    out.into_bytes()
+    string_and_number(id, ("topic", topic), ("offset", offset))
 }
 
 /// The reply to a presence: `{"id":…,"result":{"topic":…,"subscribers":…}}`.
 pub fn presence(id: u64, topic: &str, subscribers: u64) -> Vec<u8> {
-    let mut out = result_head(id, quoted_len(topic) + 48);
-    out.push_str("{\"topic\":");
-    put_str(&mut out, topic);
-    out.push_str(",\"subscribers\":");
-    put_u64(&mut out, subscribers);
+    string_and_number(id, ("topic", topic), ("subscribers", subscribers))
+}
+
+/// The reply to a `connect` or `refresh`: `{"id":…,"result":{"sub":…,"exp":…}}` — who
+/// the token names and when it expires (seconds since the UNIX epoch, as in the token).
+pub fn authenticated(id: u64, sub: &str, exp: u64) -> Vec<u8> {
+    string_and_number(id, ("sub", sub), ("exp", exp))
+}
+
+/// A result of one string and one number: `{"id":…,"result":{"<a>":"…","<b>":…}}`. The
+/// names are the encoders' own (plain ASCII), the string is escaped.
+fn string_and_number(id: u64, (a, text): (&str, &str), (b, number): (&str, u64)) -> Vec<u8> {
+    let mut out = result_head(id, a.len() + b.len() + quoted_len(text) + 32);
+    out.push_str("{\"");
+    out.push_str(a);
+    out.push_str("\":");
+    put_str(&mut out, text);
+    out.push_str(",\"");
+    out.push_str(b);
+    out.push_str("\":");
+    put_u64(&mut out, number);
     out.push_str("}}");
     out.into_bytes()
 }
@@ -950,6 +1006,54 @@ mod tests {
     }
 
     #[test]
+    fn connect_and_refresh_carry_a_token() {
+        assert_eq!(
+            ok(r#"{"id":1,"connect":{"token":"a.b.c"}}"#),
+            Request {
+                id: 1,
+                command: Command::Connect {
+                    token: "a.b.c".into()
+                }
+            }
+        );
+        assert_eq!(
+            ok(r#"{"refresh":{"token":"x.y.z"},"id":7}"#).command,
+            Command::Refresh {
+                token: "x.y.z".into()
+            }
+        );
+        for (text, expected) in [
+            (r#"{"id":1,"connect":{}}"#, "missing connect.token"),
+            (
+                r#"{"id":1,"connect":{"token":5}}"#,
+                "connect.token must be a string",
+            ),
+            (
+                r#"{"id":1,"refresh":{"token":"t","topic":"x"}}"#,
+                "unknown field in refresh: expected token",
+            ),
+            (
+                r#"{"id":1,"connect":{"token":"t"},"refresh":{"token":"t"}}"#,
+                "more than one command",
+            ),
+        ] {
+            let (id, message) = bad_command(text.as_bytes());
+            assert_eq!((id, message.as_str()), (Some(1), expected), "{text}");
+        }
+        // Whatever is wrong with a token command, the reply never quotes the token.
+        let (_, message) = bad_command(br#"{"id":1,"connect":{"token":["secret"]}}"#);
+        assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn authenticated_names_subject_and_expiry() {
+        assert_eq!(
+            value(&authenticated(1, "al\"ice", 1_700_000_000)),
+            json!({"id":1,"result":{"sub":"al\"ice","exp":1_700_000_000u64}})
+        );
+    }
+
+    #[test]
     fn error_codes_are_numbered_as_documented() {
         let codes = [
             (ErrorCode::BadCommand, 100, "bad command"),
@@ -962,7 +1066,13 @@ mod tests {
             (ErrorCode::MessageTooLarge, 107, "message too large"),
             (ErrorCode::Overloaded, 108, "overloaded, try later"),
             (ErrorCode::ShuttingDown, 109, "server shutting down"),
-            (ErrorCode::Unavailable, 110, "cluster log unavailable"),
+            (
+                ErrorCode::Unauthenticated,
+                110,
+                "connect with a token first",
+            ),
+            (ErrorCode::InvalidToken, 111, "invalid token"),
+            (ErrorCode::Unavailable, 112, "cluster log unavailable"),
         ];
         for (code, number, message) in codes {
             assert_eq!((code.code(), code.message()), (number, message));

@@ -104,12 +104,23 @@ pub fn spawn_binary() -> (std::process::Child, SocketAddr) {
 
 /// [`spawn_binary`] with extra flags.
 pub fn spawn_binary_with(extra: &[&str]) -> (std::process::Child, SocketAddr) {
+    spawn_binary_logging(extra, "warn", std::process::Stdio::inherit())
+}
+
+/// [`spawn_binary_with`] at log level `level` (`RUST_LOG`), its stderr (the logs) going
+/// to `logs`.
+pub fn spawn_binary_logging(
+    extra: &[&str],
+    level: &str,
+    logs: std::process::Stdio,
+) -> (std::process::Child, SocketAddr) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
         .args(["--listen", "127.0.0.1:0", "--shards", "2"])
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdout(std::process::Stdio::piped())
+        .stderr(logs)
         .spawn()
         .expect("spawn hubcast");
     let stdout = child.stdout.take().expect("stdout");

@@ -1,5 +1,5 @@
-//! Protocol v1 helpers for tests: a client that negotiates `hubcast.v1`, commands with
-//! their replies, and pushes.
+//! Protocol v1 clients for the tests: connect offering `hubcast.v1`, send JSON
+//! commands, read replies and pushes.
 
 use futures_util::SinkExt;
 use serde_json::{Value, json};
@@ -10,7 +10,12 @@ use super::{TestServer, Ws, next_data, within};
 
 /// A v1 client: connects offering `hubcast.v1` and checks the server chose it.
 pub async fn v1_connect(server: &TestServer, query: &str) -> Ws {
-    let mut req = server.url(query).into_client_request().expect("request");
+    v1_connect_to(&server.url(query)).await
+}
+
+/// [`v1_connect`] to any URL.
+pub async fn v1_connect_to(url: &str) -> Ws {
+    let mut req = url.into_client_request().expect("request");
     req.headers_mut().insert(
         "sec-websocket-protocol",
         "hubcast.v1".parse().expect("header"),
@@ -28,6 +33,7 @@ pub async fn v1_connect(server: &TestServer, query: &str) -> Ws {
     ws
 }
 
+/// Sends one JSON text message.
 pub async fn send(ws: &mut Ws, v: Value) {
     within(ws.send(Message::text(v.to_string())))
         .await
