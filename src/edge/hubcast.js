@@ -34,6 +34,12 @@
  *   a string); binary messages arrive as a Uint8Array. Errors carry the protocol's
  *   `code` (e.g. 101 bad topic, 102 too many topics, 107 message too large).
  * - One subscription per topic per client; subscribing twice throws.
+ * - Auth (a server run with --jwt-*): pass `token`, a string or a function returning
+ *   one (or a Promise of one). It is sent as the first command (`connect`) on every
+ *   (re)connect, so it never appears in a URL or a log; the client is "open" once the
+ *   server accepted it. Before the token's `exp` the function is called again and the
+ *   new token sent as `refresh`, so the connection outlives any one token. A refused
+ *   token is reported to `onAuthError(err)` (err.code 111) and retried on reconnect.
  */
 (function (root) {
   "use strict";
@@ -43,6 +49,7 @@
     minDelay: 500, // ms: the first reconnect waits up to this...
     maxDelay: 20000, // ...doubling per failed attempt, up to this
     timeout: 10000, // ms: a request without a reply by then is rejected
+    refreshBefore: 30000, // ms before a token's exp to fetch and send the next one
   };
 
   /** "/ws" or "http://host/ws" (resolved against the page) → "ws://host/ws". */
@@ -103,6 +110,7 @@
       this.attempt = 0; // failed attempts since the last open
       this.ws = null;
       this.timer = null; // the pending reconnect
+      this.refreshTimer = null; // the pending token refresh
       this.closed = false;
       // Back online: no need to wait out the backoff.
       this._online = () => {
@@ -163,9 +171,15 @@
       }
       this.ws = ws;
       ws.onopen = () => {
-        this.attempt = 0;
-        this._setState("open", {});
-        for (const sub of this.subs.values()) this._sendSubscribe(sub);
+        if (!this.options.token) return this._opened();
+        // Authenticate first: until `connect` succeeds the server takes nothing else.
+        this._authenticate(ws, "connect").then(
+          () => this._opened(),
+          (err) => {
+            call(this.options.onAuthError, err);
+            this._teardown(ws, `connect refused: ${err.message}`);
+          },
+        );
       };
       ws.onmessage = (e) => this._onMessage(e.data);
       // Every failure (refused, lost, closed by the server) ends in `close`; `error`
@@ -173,11 +187,42 @@
       ws.onclose = (e) => this._teardown(ws, `closed (${e.code})`);
     }
 
+    _opened() {
+      this.attempt = 0;
+      this._setState("open", {});
+      for (const sub of this.subs.values()) this._sendSubscribe(sub);
+    }
+
+    /** Gets a token from the `token` option and sends it as `connect` or `refresh` on
+     *  `ws`; on success, schedules the next refresh before the token's `exp`. */
+    _authenticate(ws, verb) {
+      const source = this.options.token;
+      return Promise.resolve(typeof source === "function" ? source() : source)
+        .then((token) => this._send(ws, { [verb]: { token: String(token) } }))
+        .then((r) => {
+          if (ws !== this.ws) return r;
+          clearTimeout(this.refreshTimer);
+          const left = r.exp * 1000 - Date.now();
+          // A fixed token cannot be renewed: the server will close at exp, and the
+          // reconnect sends it again (refused if it expired: onAuthError).
+          if (typeof source === "function" && left > 0) {
+            const at = Math.max(left / 2, left - this.options.refreshBefore);
+            this.refreshTimer = setTimeout(() => {
+              this._authenticate(ws, "refresh").catch((err) => {
+                call(this.options.onAuthError, err);
+              });
+            }, at);
+          }
+          return r;
+        });
+    }
+
     /** Forgets `ws` (if it is still the current socket), fails what waited on it and,
      *  unless the client was closed, schedules the next attempt. */
     _teardown(ws, why) {
       if (!ws || ws !== this.ws) return; // a late event of an old socket
       this.ws = null;
+      clearTimeout(this.refreshTimer);
       ws.onopen = ws.onmessage = ws.onclose = null;
       if (ws.readyState <= WebSocket.OPEN) ws.close();
       for (const sub of this.subs.values()) sub.live = false;
@@ -207,6 +252,14 @@
       if (this.state !== "open") {
         return Promise.reject(new Error(`hubcast: not connected (${this.state})`));
       }
+      return this._send(this.ws, command, onTimeout);
+    }
+
+    /** Sends one command on `ws` whatever the state (`connect` goes before "open"). */
+    _send(ws, command, onTimeout) {
+      if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) {
+        return Promise.reject(new Error("hubcast: connection lost"));
+      }
       const id = this.nextId++;
       const text = JSON.stringify(Object.assign({ id }, command));
       return new Promise((resolve, reject) => {
@@ -216,7 +269,7 @@
           if (onTimeout) onTimeout();
         }, this.options.timeout);
         this.pending.set(id, { resolve, reject, timer });
-        this.ws.send(text);
+        ws.send(text);
       });
     }
 
