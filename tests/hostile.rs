@@ -232,6 +232,23 @@ async fn invalid_websocket_keys_get_400() {
     server.stop();
 }
 
+/// Found by the RFC 6455 property of `check_handshake`: no `Host`, or two, got a `101`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_without_exactly_one_host_gets_400() {
+    let server = start(|_| {});
+    let addr = server.addr;
+    let host = format!("Host: {addr}\r\n");
+    let none = upgrade_request(addr, "", "").replacen(&host, "", 1);
+    let two = upgrade_request(addr, "", "Host: evil.example\r\n");
+    for req in [none, two] {
+        let (status, head) = response_head(addr, &req).await;
+        assert_eq!(status, 400, "{head}");
+    }
+    assert_eq!(server.hub.connections(), 0);
+    assert_eq!(http_status(addr, &upgrade_request(addr, "", "")).await, 101);
+    server.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_version_gets_400_naming_version_13() {
     let server = start(|_| {});
