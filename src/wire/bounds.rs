@@ -243,8 +243,14 @@ mod tests {
         /// the stream ends on a frame boundary.
         #[derive(Debug, PartialEq)]
         enum Reading {
-            Broken { start: usize, kind: Broken, seen_at: usize },
-            Ends { on_boundary: bool },
+            Broken {
+                start: usize,
+                kind: Broken,
+                seen_at: usize,
+            },
+            Ends {
+                on_boundary: bool,
+            },
         }
 
         fn read_whole(s: &[u8]) -> Reading {
@@ -260,7 +266,11 @@ mod tests {
                 if rest[1] & 0x80 == 0 {
                     let (start, seen_at) = (pos, pos + 1);
                     let kind = Broken::Unmasked;
-                    return Reading::Broken { start, kind, seen_at };
+                    return Reading::Broken {
+                        start,
+                        kind,
+                        seen_at,
+                    };
                 }
                 let ext = match rest[1] & 0x7f {
                     126 => 2,
@@ -273,13 +283,19 @@ mod tests {
                 }
                 let len = match ext {
                     0 => u64::from(rest[1] & 0x7f),
-                    _ => rest[2..2 + ext].iter().fold(0, |n, &b| n * 256 + u64::from(b)),
+                    _ => rest[2..2 + ext]
+                        .iter()
+                        .fold(0, |n, &b| n * 256 + u64::from(b)),
                 };
                 let control = rest[0] & 0x0f >= 8;
                 if control && len > 125 {
                     let (start, seen_at) = (pos, pos + head - 1);
                     let kind = Broken::ControlTooLong;
-                    return Reading::Broken { start, kind, seen_at };
+                    return Reading::Broken {
+                        start,
+                        kind,
+                        seen_at,
+                    };
                 }
                 match u64::try_from(rest.len() - head) {
                     Ok(have) if have >= len => pos += head + len as usize,
@@ -292,7 +308,13 @@ mod tests {
         /// three length forms (the long ones also for short payloads), payload bytes
         /// as declared, or fewer when it is the last one.
         fn frame() -> impl Strategy<Value = Vec<u8>> {
-            (any::<u8>(), prop::bool::weighted(0.9), 0u8..3, 0usize..300, any::<[u8; 4]>())
+            (
+                any::<u8>(),
+                prop::bool::weighted(0.9),
+                0u8..3,
+                0usize..300,
+                any::<[u8; 4]>(),
+            )
                 .prop_map(|(b0, masked, form, len, key)| {
                     let mut f = vec![b0];
                     let mask = if masked { 0x80 } else { 0 };
