@@ -48,7 +48,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::wire::frame::Opcode;
@@ -409,20 +409,26 @@ fn members<'a, const N: usize>(
     json: &'a [u8],
     names: &'static [&'static str; N],
 ) -> serde_json::Result<Option<Members<'a, N>>> {
+    // Any other value is only checked against JSON's grammar, as `IgnoredAny` does: read
+    // as a value, `1e400` (too large for an f64) or `"\ud800"` (no character) would
+    // fail, though both are JSON.
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return serde_json::from_slice::<IgnoredAny>(json).map(|_| None);
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let members = Shape(names).deserialize(&mut de)?;
     de.end()?;
     Ok(members)
 }
 
-/// Reads any JSON value, keeping an object's members (see [`Members`]).
+/// Reads a JSON object, keeping its members (see [`Members`]).
 struct Shape<const N: usize>(&'static [&'static str; N]);
 
 impl<'de, const N: usize> DeserializeSeed<'de> for Shape<N> {
     type Value = Option<Members<'de, N>>;
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_any(self)
+        de.deserialize_map(self)
     }
 }
 
@@ -430,7 +436,7 @@ impl<'de, const N: usize> Visitor<'de> for Shape<N> {
     type Value = Option<Members<'de, N>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
+        f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -449,37 +455,6 @@ impl<'de, const N: usize> Visitor<'de> for Shape<N> {
             }
         }
         Ok(Some(m))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        // serde_json skips ignored values with a loop too. The array must be read to its
-        // end, or serde_json reports the rest as trailing characters.
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
     }
 }
 
@@ -1197,6 +1172,22 @@ mod tests {
                 (None, "a command is a JSON object".into()),
                 "{text}"
             );
+        }
+    }
+
+    /// Found by the fuzz property in tests/fuzz/v1.rs: these are JSON values (RFC 8259:
+    /// a number of any size, a lone surrogate escape) that are not objects, and were
+    /// taken for text that is not JSON — closing the connection instead of answering.
+    #[test]
+    fn json_that_serde_json_cannot_convert_is_still_a_bad_command() {
+        for text in [
+            " 1E400 ",
+            "-1e400",
+            "\"\\ud800\"",
+            "[1e400]",
+            "{\"id\":1e400}",
+        ] {
+            assert_eq!(bad_command(text.as_bytes()).0, None, "{text}");
         }
     }
 
