@@ -54,6 +54,9 @@ pub mod wire;
 pub mod config;
 pub mod error;
 
+#[cfg(test)]
+mod fuzzing;
+
 pub use config::{Admission, AdmitFn, Config, Refusal};
 pub use engine::hub::Hub;
 pub use error::{Error, PublishError};

@@ -232,6 +232,36 @@ async fn invalid_websocket_keys_get_400() {
     server.stop();
 }
 
+/// Found by the garbage property (tests/fuzz/frames.rs): a close with 1014, which IANA
+/// registered and docs/protocol.md does not refuse, got 1002 instead of its echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_with_code_1014_is_echoed() {
+    let server = start(|_| {});
+    let mut raw = Raw::connect(server.addr, "?topic=x").await;
+    raw.send(&client_frame(true, 0x8, &1014u16.to_be_bytes()))
+        .await;
+    assert_eq!(raw.close_code().await, Some(1014));
+    assert_eq!(server.metric("hubcast_protocol_closes_total"), 0);
+    server.stop();
+}
+
+/// Found by the RFC 6455 property of `check_handshake`: no `Host`, or two, got a `101`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_without_exactly_one_host_gets_400() {
+    let server = start(|_| {});
+    let addr = server.addr;
+    let host = format!("Host: {addr}\r\n");
+    let none = upgrade_request(addr, "", "").replacen(&host, "", 1);
+    let two = upgrade_request(addr, "", "Host: evil.example\r\n");
+    for req in [none, two] {
+        let (status, head) = response_head(addr, &req).await;
+        assert_eq!(status, 400, "{head}");
+    }
+    assert_eq!(server.hub.connections(), 0);
+    assert_eq!(http_status(addr, &upgrade_request(addr, "", "")).await, 101);
+    server.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_version_gets_400_naming_version_13() {
     let server = start(|_| {});

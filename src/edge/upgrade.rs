@@ -207,7 +207,7 @@ pub(crate) fn admit<B>(
 }
 
 /// Whether `req` is a WebSocket opening handshake this server can honour (RFC 6455
-/// §4.2.1): a `GET` over HTTP/1.1 with `Connection: Upgrade`, `Upgrade: websocket`,
+/// §4.2.1): a `GET` over HTTP/1.1 with exactly one `Host`, `Connection: Upgrade`, `Upgrade: websocket`,
 /// exactly one `Sec-WebSocket-Key` that is the base64 of 16 bytes, and
 /// `Sec-WebSocket-Version: 13`. Anything else is a 400 *before* any `101`: hyper cannot
 /// hand over an HTTP/1.0 connection, so a `101` there would be a promise broken at once.
@@ -218,6 +218,12 @@ pub(crate) fn check_handshake<B>(req: &Request<B>) -> Result<(), Response<Full<B
     }
     if req.version() != hyper::Version::HTTP_11 {
         return bad("a WebSocket handshake needs HTTP/1.1");
+    }
+    // RFC 6455 §4.2.1 item 2 and RFC 7230 §5.4: none, or two, is a 400 (hyper lets
+    // both through, and the origin check compares against the first).
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    if hosts.next().is_none() || hosts.next().is_some() {
+        return bad("a WebSocket handshake needs exactly one Host header");
     }
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return bad("expected a WebSocket upgrade request");
@@ -405,6 +411,7 @@ mod tests {
     fn handshake(version: hyper::Version, extra: &[(&str, &str)]) -> Request<()> {
         let mut b = Request::get("/ws")
             .version(version)
+            .header("host", "127.0.0.1:8080")
             .header("connection", "Upgrade")
             .header("upgrade", "websocket");
         for (k, v) in extra {
@@ -448,6 +455,22 @@ mod tests {
         }
     }
 
+    /// Found by the RFC 6455 property below: a handshake without `Host`, or with two,
+    /// got a `101`.
+    #[test]
+    fn a_handshake_needs_exactly_one_host() {
+        let v11 = hyper::Version::HTTP_11;
+        let mut none = handshake(v11, &[KEY, V13]);
+        none.headers_mut().remove("host");
+        let mut two = handshake(v11, &[KEY, V13]);
+        two.headers_mut()
+            .append("host", HeaderValue::from_static("evil.example"));
+        for req in [none, two] {
+            let r = check_handshake(&req).expect_err("refused");
+            assert_eq!(r.status(), 400);
+        }
+    }
+
     #[test]
     fn topics_default_dedupe_and_decode() {
         assert_eq!(topics_from_query(None, true).expect("ok"), vec!["default"]);
@@ -475,5 +498,284 @@ mod tests {
         );
         let long = format!("topic={}", "x".repeat(MAX_TOPIC_LEN + 1));
         assert!(topics_from_query(Some(&long), true).is_err());
+    }
+
+    /// Property: `check_handshake` accepts exactly what RFC 6455 §4.2.1 (with RFC 7230
+    /// §5.4 for `Host`) calls an opening handshake, and refuses everything else with the
+    /// 400 of the first check that fails in the order of docs/protocol.md. The oracle is
+    /// written from the RFCs, not from the code: its own token and base64 rules.
+    mod rfc6455_property {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        use futures_util::FutureExt as _;
+        use http_body_util::BodyExt as _;
+        use hyper::header::{HeaderName, HeaderValue};
+        use hyper::{Method, Request, Version};
+        use proptest::prelude::*;
+
+        use super::super::check_handshake;
+
+        /// A request head: method, version and header fields in order.
+        #[derive(Clone)]
+        struct Head {
+            method: String,
+            version: Version,
+            headers: Vec<(String, Vec<u8>)>,
+        }
+
+        /// As the request would be written, so a failing case reads like one.
+        impl std::fmt::Debug for Head {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{} /ws {:?}", self.method, self.version)?;
+                for (name, value) in &self.headers {
+                    write!(f, " | {name}: {}", value.escape_ascii())?;
+                }
+                Ok(())
+            }
+        }
+
+        const NOT_GET: &str = "a WebSocket handshake must be a GET request";
+        const NOT_HTTP_11: &str = "a WebSocket handshake needs HTTP/1.1";
+        const NO_HOST: &str = "a WebSocket handshake needs exactly one Host header";
+        const NOT_UPGRADE: &str = "expected a WebSocket upgrade request";
+        const BAD_VERSION: &str = "unsupported Sec-WebSocket-Version (this server speaks 13)";
+        const BAD_KEY: &str = "Sec-WebSocket-Key must be the base64 of 16 bytes";
+
+        /// RFC 4648's base64 alphabet, index = value.
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+        /// RFC 7230's optional whitespace around list elements.
+        fn trim_ows(v: &[u8]) -> &[u8] {
+            let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
+            let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t'));
+            match (start, end) {
+                (Some(s), Some(e)) => &v[s..=e],
+                _ => &[],
+            }
+        }
+
+        /// RFC 6455 §4.2.1 item 5: base64 (RFC 4648, canonical) of a 16-byte nonce —
+        /// 21 characters, one whose low four bits are padding (zero), then `==`.
+        fn is_nonce(key: &[u8]) -> bool {
+            let sextet = |c: &u8| ALPHABET.iter().position(|a| a == c);
+            key.len() == 24
+                && key[..22].iter().all(|c| sextet(c).is_some())
+                && sextet(&key[21]).is_some_and(|v| v & 0x0f == 0)
+                && &key[22..] == b"=="
+        }
+
+        /// `None`: a valid handshake; otherwise the reason of the first failing check.
+        fn oracle(h: &Head) -> Option<&'static str> {
+            let values = |name: &str| -> Vec<&[u8]> {
+                h.headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_slice())
+                    .collect()
+            };
+            let has_token = |name: &str, token: &str| {
+                values(name).iter().any(|v| {
+                    v.split(|&b| b == b',')
+                        .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+                })
+            };
+            if h.method != "GET" {
+                Some(NOT_GET)
+            } else if h.version != Version::HTTP_11 {
+                Some(NOT_HTTP_11)
+            } else if values("host").len() != 1 {
+                Some(NO_HOST)
+            } else if !(has_token("connection", "upgrade") && has_token("upgrade", "websocket")) {
+                Some(NOT_UPGRADE)
+            } else if values("sec-websocket-version") != [b"13"] {
+                Some(BAD_VERSION)
+            } else if !matches!(values("sec-websocket-key")[..], [key] if is_nonce(key)) {
+                Some(BAD_KEY)
+            } else {
+                None
+            }
+        }
+
+        fn request(h: &Head) -> Request<()> {
+            let mut req = Request::new(());
+            *req.method_mut() = Method::from_bytes(h.method.as_bytes()).expect("a token");
+            *req.version_mut() = h.version;
+            *req.uri_mut() = hyper::Uri::from_static("/ws");
+            for (name, value) in &h.headers {
+                req.headers_mut().append(
+                    HeaderName::from_bytes(name.as_bytes()).expect("a token"),
+                    HeaderValue::from_bytes(value).expect("a field value"),
+                );
+            }
+            req
+        }
+
+        /// Any field value an HTTP parser hands over: no control characters but tab,
+        /// obs-text allowed, no whitespace around it.
+        fn junk() -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![Just(b'\t'), 0x20u8..=0x7e, 0x80u8..=0xff];
+            prop::collection::vec(byte, 0..40).prop_map(|v| trim_ows(&v).to_vec())
+        }
+
+        /// A comma-separated list of `tokens`, with the separators clients write.
+        fn list(tokens: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+            let sep = prop::sample::select(&[",", ", ", " , ", ",\t", ",,"][..]);
+            prop::collection::vec((prop::sample::select(tokens), sep), 1..4).prop_map(|parts| {
+                let mut v = Vec::new();
+                for (i, (token, sep)) in parts.iter().enumerate() {
+                    if i > 0 {
+                        v.extend_from_slice(sep.as_bytes());
+                    }
+                    v.extend_from_slice(token.as_bytes());
+                }
+                v
+            })
+        }
+
+        /// Keys: valid nonces, other lengths, no padding, one character changed, a
+        /// non-canonical last character, base64-ish strings and junk.
+        fn key() -> impl Strategy<Value = Vec<u8>> {
+            let bytes = || prop::collection::vec(any::<u8>(), 0..40);
+            prop_oneof![
+                8 => any::<[u8; 16]>().prop_map(|n| STANDARD.encode(n).into_bytes()),
+                2 => bytes().prop_map(|b| STANDARD.encode(b).into_bytes()),
+                1 => bytes().prop_map(|b| STANDARD_NO_PAD.encode(b).into_bytes()),
+                1 => (any::<[u8; 16]>(), 0usize..24, 0x21u8..=0x7e).prop_map(|(n, at, c)| {
+                    let mut k = STANDARD.encode(n).into_bytes();
+                    k[at] = c;
+                    k
+                }),
+                1 => (any::<[u8; 16]>(), 1usize..16).prop_map(|(n, low)| {
+                    let mut k = STANDARD.encode(n).into_bytes();
+                    let high = ALPHABET.iter().position(|&a| a == k[21]).unwrap_or(0) & 0x30;
+                    k[21] = ALPHABET[high | low];
+                    k
+                }),
+                1 => "[A-Za-z0-9+/=]{0,30}".prop_map(String::into_bytes),
+                1 => junk(),
+            ]
+        }
+
+        /// `name` 0, 1 or 2 times (mostly once), each with a value from `value`.
+        fn field(
+            name: &'static str,
+            value: impl Strategy<Value = Vec<u8>>,
+        ) -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+            let times = prop_oneof![1 => Just(0usize), 14 => Just(1), 1 => Just(2)];
+            (times, prop::collection::vec(value, 2)).prop_map(move |(n, values)| {
+                values
+                    .into_iter()
+                    .take(n)
+                    .map(|v| (name.to_owned(), v))
+                    .collect()
+            })
+        }
+
+        fn head() -> impl Strategy<Value = Head> {
+            let method = prop_oneof![
+                12 => Just("GET".to_owned()),
+                1 => Just("get".to_owned()),
+                1 => Just("POST".to_owned()),
+                1 => "[A-Z]{1,7}",
+            ];
+            let version = prop_oneof![
+                12 => Just(Version::HTTP_11),
+                1 => Just(Version::HTTP_10),
+                1 => Just(Version::HTTP_09),
+                1 => Just(Version::HTTP_2),
+                1 => Just(Version::HTTP_3),
+            ];
+            let host = prop_oneof![6 => Just(b"127.0.0.1:8080".to_vec()), 1 => junk()];
+            let connection = prop_oneof![
+                6 => Just(b"Upgrade".to_vec()),
+                3 => list(&["Upgrade", "upgrade", "UPGRADE", "keep-alive", "close", "Upgrade2"]),
+                1 => junk(),
+            ];
+            let upgrade = prop_oneof![
+                6 => Just(b"websocket".to_vec()),
+                3 => list(&["websocket", "WebSocket", "h2c", "websocket/13", "web socket"]),
+                1 => junk(),
+            ];
+            let version_field = prop_oneof![
+                8 => Just(b"13".to_vec()),
+                2 => prop::sample::select(&["8", "13, 8", "013", "14", "1 3", "", "13,"][..])
+                    .prop_map(|v| v.as_bytes().to_vec()),
+                1 => junk(),
+            ];
+            let others = prop::collection::vec(
+                (
+                    prop_oneof![
+                        Just("origin".to_owned()),
+                        Just("sec-websocket-protocol".to_owned()),
+                        "[a-z][a-z0-9-]{0,15}"
+                    ],
+                    junk(),
+                ),
+                0..3,
+            );
+            let headers = (
+                field("host", host),
+                field("connection", connection),
+                field("upgrade", upgrade),
+                field("sec-websocket-version", version_field),
+                field("sec-websocket-key", key()),
+                others,
+            )
+                .prop_map(|(a, b, c, d, e, f)| [a, b, c, d, e, f].concat())
+                .prop_shuffle();
+            (method, version, headers).prop_map(|(method, version, headers)| Head {
+                method,
+                version,
+                headers,
+            })
+        }
+
+        /// The generator reaches every verdict often, so the property is not decided
+        /// by one branch.
+        #[test]
+        fn the_generator_reaches_every_verdict() {
+            use proptest::strategy::ValueTree as _;
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            let mut seen = std::collections::HashMap::new();
+            for _ in 0..2000 {
+                let h = head().new_tree(&mut runner).expect("a head").current();
+                *seen.entry(oracle(&h)).or_insert(0) += 1;
+            }
+            let verdicts = [
+                None,
+                Some(NOT_GET),
+                Some(NOT_HTTP_11),
+                Some(NO_HOST),
+                Some(NOT_UPGRADE),
+                Some(BAD_VERSION),
+                Some(BAD_KEY),
+            ];
+            for v in verdicts {
+                assert!(seen.get(&v).copied().unwrap_or(0) >= 40, "{v:?}: {seen:?}");
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::config(2000))]
+
+            #[test]
+            fn accepts_exactly_the_rfc_handshakes(h in head()) {
+                let verdict = check_handshake(&request(&h));
+                match (verdict, oracle(&h)) {
+                    (Ok(()), None) => {}
+                    (Err(resp), Some(reason)) => {
+                        prop_assert_eq!(resp.status(), 400);
+                        let version = resp.headers().get("sec-websocket-version");
+                        prop_assert_eq!(version.is_some(), reason == BAD_VERSION);
+                        let body = resp.into_body().collect().now_or_never();
+                        let body = body.expect("a full body").expect("infallible").to_bytes();
+                        prop_assert_eq!(String::from_utf8_lossy(&body), format!("{reason}\n"));
+                    }
+                    (Ok(()), Some(reason)) => prop_assert!(false, "accepted; the RFC says: {}", reason),
+                    (Err(resp), None) => prop_assert!(false, "refused a valid handshake: {:?}", resp),
+                }
+            }
+        }
     }
 }

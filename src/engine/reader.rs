@@ -152,6 +152,9 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
     );
     // fastwebsockets refuses frames of `>= max_message_size`; ours is inclusive.
     ws.set_max_message_size(max.saturating_add(1));
+    // Close frames are checked here (`close_echo`): fastwebsockets' table of codes
+    // refuses 1014, which IANA registered.
+    ws.set_auto_close(false);
     let mut partial: Option<(Opcode, Vec<u8>)> = None;
     let mut obligated = |f: fastwebsockets::Frame<'_>| {
         // Only pongs come this way (close echoes are sent by `serve`, after the frame).
@@ -179,7 +182,10 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
         shard.touch(who);
         let opcode = match f.opcode {
             OpCode::Close => {
-                return End::Closed(frame::encode(Opcode::Close, close_echo(&f.payload)));
+                return match close_echo(&f.payload) {
+                    Ok(echo) => End::Closed(frame::encode(Opcode::Close, echo)),
+                    Err(violation) => violation,
+                };
             }
             OpCode::Ping | OpCode::Pong => continue,
             OpCode::Text => Opcode::Text,
@@ -281,9 +287,24 @@ async fn message(
     Ok(())
 }
 
-/// The close frame to send back: the client's status code, without its reason.
-fn close_echo(payload: &[u8]) -> &[u8] {
-    &payload[..payload.len().min(2)]
+/// The close frame to send back — the client's status code, without its reason — or
+/// the violation when the frame is not a valid close (RFC 6455 §5.5.1, §7.4): one byte,
+/// a code that may not be sent (below 1000, 1004–1006, 1015, 1016–2999, 5000 and up;
+/// 1012–1014 are registered with IANA), or a reason that is not UTF-8.
+fn close_echo(payload: &[u8]) -> Result<&[u8], End> {
+    let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        return match payload {
+            [] => Ok(payload),
+            _ => Err(End::Violation(1002, "invalid close frame")),
+        };
+    };
+    if !matches!(u16::from_be_bytes(*code), 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(End::Violation(1002, "invalid close frame"));
+    }
+    if simdutf8::basic::from_utf8(reason).is_err() {
+        return Err(End::Violation(1007, "invalid UTF-8"));
+    }
+    Ok(code)
 }
 
 fn end_for(e: WebSocketError) -> End {
@@ -460,7 +481,29 @@ mod tests {
 
     #[test]
     fn close_echo_keeps_only_the_code() {
-        assert_eq!(close_echo(&[3, 232, b'b', b'y', b'e']), &[3, 232]);
-        assert_eq!(close_echo(&[]), &[] as &[u8]);
+        assert_eq!(close_echo(&[3, 232, b'b', b'y', b'e']), Ok(&[3, 232][..]));
+        assert_eq!(close_echo(&[]), Ok(&[][..]));
+    }
+
+    /// Found by the garbage property (tests/fuzz/frames.rs): a client's close with
+    /// 1014 got 1002, because fastwebsockets' table stops at 1013.
+    #[test]
+    fn close_codes_are_checked_as_documented() {
+        for code in [1000u16, 1003, 1007, 1012, 1013, 1014, 3000, 4999] {
+            let frame = code.to_be_bytes();
+            assert_eq!(close_echo(&frame), Ok(&frame[..]), "{code}");
+        }
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let refused = End::Violation(1002, "invalid close frame");
+            assert_eq!(close_echo(&code.to_be_bytes()), Err(refused), "{code}");
+        }
+        assert_eq!(
+            close_echo(&[3]),
+            Err(End::Violation(1002, "invalid close frame"))
+        );
+        assert_eq!(
+            close_echo(&[3, 232, 0xff]),
+            Err(End::Violation(1007, "invalid UTF-8"))
+        );
     }
 }

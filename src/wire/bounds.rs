@@ -228,4 +228,175 @@ mod tests {
         ok.feed(&frame(0xA, true, 125, None)).expect("125 is fine");
         assert!(ok.at_boundary());
     }
+
+    /// Property: any bytes, split at any points, are followed exactly as a plain
+    /// sequential reading of the stream says — the same boundaries after every chunk,
+    /// the same first broken frame, reported by the chunk that gives it away, at the
+    /// offset the contract of [`BoundsError::at`] promises — and nothing panics.
+    mod split_property {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// What a reader of the whole stream finds: the first broken frame (where it
+        /// starts, what is wrong, and the index of the byte that shows it), or whether
+        /// the stream ends on a frame boundary.
+        #[derive(Debug, PartialEq)]
+        enum Reading {
+            Broken {
+                start: usize,
+                kind: Broken,
+                seen_at: usize,
+            },
+            Ends {
+                on_boundary: bool,
+            },
+        }
+
+        fn read_whole(s: &[u8]) -> Reading {
+            let mut pos = 0;
+            loop {
+                let rest = &s[pos..];
+                if rest.is_empty() {
+                    return Reading::Ends { on_boundary: true };
+                }
+                if rest.len() < 2 {
+                    return Reading::Ends { on_boundary: false };
+                }
+                if rest[1] & 0x80 == 0 {
+                    let (start, seen_at) = (pos, pos + 1);
+                    let kind = Broken::Unmasked;
+                    return Reading::Broken {
+                        start,
+                        kind,
+                        seen_at,
+                    };
+                }
+                let ext = match rest[1] & 0x7f {
+                    126 => 2,
+                    127 => 8,
+                    _ => 0,
+                };
+                let head = 2 + ext + 4;
+                if rest.len() < head {
+                    return Reading::Ends { on_boundary: false };
+                }
+                let len = match ext {
+                    0 => u64::from(rest[1] & 0x7f),
+                    _ => rest[2..2 + ext]
+                        .iter()
+                        .fold(0, |n, &b| n * 256 + u64::from(b)),
+                };
+                let control = rest[0] & 0x0f >= 8;
+                if control && len > 125 {
+                    let (start, seen_at) = (pos, pos + head - 1);
+                    let kind = Broken::ControlTooLong;
+                    return Reading::Broken {
+                        start,
+                        kind,
+                        seen_at,
+                    };
+                }
+                match u64::try_from(rest.len() - head) {
+                    Ok(have) if have >= len => pos += head + len as usize,
+                    _ => return Reading::Ends { on_boundary: false },
+                }
+            }
+        }
+
+        /// One frame, mostly masked and mostly well formed: any first byte, any of the
+        /// three length forms (the long ones also for short payloads), payload bytes
+        /// as declared, or fewer when it is the last one.
+        fn frame() -> impl Strategy<Value = Vec<u8>> {
+            (
+                any::<u8>(),
+                prop::bool::weighted(0.9),
+                0u8..3,
+                0usize..300,
+                any::<[u8; 4]>(),
+            )
+                .prop_map(|(b0, masked, form, len, key)| {
+                    let mut f = vec![b0];
+                    let mask = if masked { 0x80 } else { 0 };
+                    match (form, len) {
+                        (0, 0..=125) => f.push(mask | len as u8),
+                        (0 | 1, _) => {
+                            f.push(mask | 126);
+                            f.extend_from_slice(&(len as u16).to_be_bytes());
+                        }
+                        _ => {
+                            f.push(mask | 127);
+                            f.extend_from_slice(&(len as u64).to_be_bytes());
+                        }
+                    }
+                    if masked {
+                        f.extend_from_slice(&key);
+                    }
+                    f.extend((0..len).map(|i| i as u8));
+                    f
+                })
+        }
+
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                1 => prop::collection::vec(any::<u8>(), 0..64),
+                4 => (prop::collection::vec(frame(), 0..8), any::<prop::sample::Index>())
+                    .prop_map(|(frames, cut)| {
+                        let mut s = frames.concat();
+                        // Cut somewhere in the last frame, or keep it whole.
+                        let last = frames.last().map_or(0, Vec::len);
+                        s.truncate(s.len() - last + cut.index(last + 1));
+                        s
+                    }),
+            ]
+        }
+
+        /// Chunk ends (exclusive) splitting `len` bytes at up to 8 points.
+        fn chunks(len: usize, cuts: &[prop::sample::Index]) -> Vec<(usize, usize)> {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(len + 1)).collect();
+            at.push(0);
+            at.push(len);
+            at.sort_unstable();
+            at.dedup();
+            at.windows(2).map(|w| (w[0], w[1])).collect()
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::config(3000))]
+
+            #[test]
+            fn any_split_reads_like_the_whole_stream(
+                s in stream(),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let whole = read_whole(&s);
+                let mut b = FrameBounds::default();
+                for (from, to) in chunks(s.len(), &cuts) {
+                    match (b.feed(&s[from..to]), &whole) {
+                        (Ok(()), Reading::Broken { seen_at, .. }) => {
+                            prop_assert!(*seen_at >= to, "passed a broken frame in {from}..{to}");
+                            prop_assert_eq!(
+                                b.at_boundary(),
+                                read_whole(&s[..to]) == Reading::Ends { on_boundary: true }
+                            );
+                        }
+                        (Ok(()), Reading::Ends { .. }) => {
+                            let prefix = read_whole(&s[..to]);
+                            prop_assert_eq!(prefix, Reading::Ends { on_boundary: b.at_boundary() });
+                        }
+                        (Err(e), Reading::Broken { start, kind, seen_at }) => {
+                            prop_assert!((from..to).contains(seen_at), "{e:?} in {from}..{to}");
+                            prop_assert_eq!(e.kind, *kind);
+                            prop_assert_eq!(e.at, start.saturating_sub(from));
+                            return Ok(());
+                        }
+                        (Err(e), Reading::Ends { .. }) => {
+                            prop_assert!(false, "{e:?} in a stream without a broken frame");
+                        }
+                    }
+                }
+                prop_assert!(!matches!(whole, Reading::Broken { .. }), "never reported");
+            }
+        }
+    }
 }
