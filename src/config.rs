@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,15 @@ impl Refusal {
             reason: reason.into(),
         }
     }
+}
+
+/// TLS: the PEM files of the server's certificate (chain) and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, server certificate first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// The private key: PKCS#8, PKCS#1 or SEC1 (`--tls-key`).
+    pub key: PathBuf,
 }
 
 /// An embedder's decision on each upgrade request, called on the shard before the upgrade.
@@ -114,6 +124,9 @@ pub struct Config {
     /// Clustering over NATS (`--nats`): messages published on any node reach every
     /// node's subscribers. `None` (the default): one node on its own.
     pub cluster: Option<ClusterConfig>,
+    /// Serve `https`/`wss` with this certificate and key (`--tls-cert`, `--tls-key`);
+    /// the files are read again on [`crate::Server::reload_tls`] (SIGHUP). `None`: plain.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -143,6 +156,7 @@ impl Default for Config {
             max_recovery: 1000,
             max_topics_per_client: 100,
             cluster: None,
+            tls: None,
         }
     }
 }
@@ -177,6 +191,7 @@ impl fmt::Debug for Config {
             .field("max_recovery", &self.max_recovery)
             .field("max_topics_per_client", &self.max_topics_per_client)
             .field("cluster", &self.cluster)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -23,6 +23,9 @@ pub enum Error {
     /// is not an error — the node starts and keeps trying).
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// The TLS certificate or key cannot be used (at start, or on a reload).
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::edge::tls::TlsError),
     /// A shard thread panicked.
     #[error("shard {0} panicked")]
     ShardPanicked(usize),

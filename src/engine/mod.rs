@@ -9,7 +9,9 @@
 //! `Hub::publish` and messages from other nodes all enter there, and local shards plus
 //! the optional [`backplane`] are all it hands them to. Beside them, [`history`] numbers
 //! each topic's messages (offsets and epochs) and keeps the recent ones for recovery,
-//! and `commands` runs protocol v1 clients' commands on their shard.
+//! and `commands` runs protocol v1 clients' commands on their shard. Under the client,
+//! [`transport`] is its byte stream: plain TCP, or TLS where the shared frame is sealed
+//! per connection.
 //!
 //! The engine knows nothing of HTTP or NATS. What it needs from above, it is given:
 //! a connection handler for accepted sockets (the edge's HTTP server) and a
@@ -26,3 +28,4 @@ pub(crate) mod pacing;
 pub(crate) mod reader;
 pub mod registry;
 pub(crate) mod shard;
+pub mod transport;
