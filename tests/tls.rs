@@ -12,8 +12,11 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// A server with TLS on, and its certificates.
@@ -488,4 +491,52 @@ async fn python_websockets_over_wss_receives_and_publishes() {
         );
     }
     server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_right_behind_the_handshake_are_not_lost() {
+    let (server, certs, _) = start_tls(|c| c.max_message_size = 1 << 20);
+    let tls = certs.connector();
+    // 12,000 bytes: request and frames fit one TLS record, which the server decrypts
+    // whole while hyper takes only the first 8 KiB of it — the rest waits, decrypted, in
+    // rustls with the socket drained (a reader that waits for the socket first hangs).
+    // 200,000 bytes: many records, some still in the socket.
+    for size in [12_000, 200_000] {
+        burst_after_handshake(&server, &tls, size).await;
+    }
+    server.stop();
+}
+
+/// Request and frames in one write: hyper reads part of them with the request (its
+/// `read_buf`), and rustls holds the rest, decrypted or not, when the shard takes over.
+async fn burst_after_handshake(server: &TestServer, connector: &TlsConnector, size: usize) {
+    let mut tls = tls_connect(server.addr, connector).await;
+    let big: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut burst = upgrade_request(server.addr, "?topic=burst", "").into_bytes();
+    burst.extend(client_frame(true, 0x1, b"first"));
+    burst.extend(client_frame(true, 0x2, &big));
+    burst.extend(client_frame(true, 0x1, b"last"));
+    within(tls.write_all(&burst)).await.expect("write");
+    // The response head, then the rest is WebSocket.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        within(tls.read_exact(&mut byte)).await.expect("response");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut ws = WebSocketStream::from_raw_socket(tls, Role::Client, None).await;
+    // Chat: each message comes back to its sender, in order.
+    for expected in [&b"first"[..], &big, b"last"] {
+        let got = next_data(&mut ws).await;
+        assert!(
+            got.as_deref() == Some(expected),
+            "size {size}: {:?} bytes",
+            got.map(|g| g.len())
+        );
+    }
 }
