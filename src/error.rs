@@ -24,7 +24,7 @@ pub enum Error {
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
     /// The TLS certificate or key cannot be used (at start, or on a reload).
-    #[error("TLS: {0}")]
+    #[error(transparent)]
     Tls(#[from] crate::edge::tls::TlsError),
     /// A shard thread panicked.
     #[error("shard {0} panicked")]

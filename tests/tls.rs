@@ -340,7 +340,7 @@ async fn reloading_serves_the_new_certificate_to_new_connections_only() {
     let third = certs.issue();
     std::fs::write(certs.files().cert, &third.cert_pem).expect("write");
     let err = server.server().reload_tls().expect_err("mismatched key");
-    assert!(err.to_string().contains("cannot be used"), "{err}");
+    assert!(err.to_string().contains("does not belong to"), "{err}");
     let still = tls_connect(server.addr, &tls).await;
     assert!(
         served_cert(&still) == second.der,
@@ -421,7 +421,7 @@ fn bad_tls_configuration_is_refused_at_start() {
     std::fs::write(certs.files().cert, &one.cert_pem).expect("write");
     std::fs::write(certs.files().key, &other.key_pem).expect("write");
     let err = start_with(certs.files());
-    assert!(err.contains("cannot be used with the certificate"), "{err}");
+    assert!(err.contains("does not belong to the certificate"), "{err}");
     // Not PEM at all.
     std::fs::write(certs.files().key, "garbage").expect("write");
     let err = start_with(certs.files());

@@ -41,18 +41,19 @@ use crate::engine::metrics::Metrics;
 /// Least time between two `warn` lines about failed handshakes.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Why a certificate and key could not be used.
+/// Why a certificate and key could not be used. Each message names the file and says
+/// what is wrong in full (the causes are part of the message, not a chain).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read the TLS {what} file {path}: {source}")]
+    #[error("cannot read the TLS {what} file {path}: {cause}")]
     Read {
         /// `certificate` or `key`.
         what: &'static str,
         /// The file.
         path: PathBuf,
         /// The operating system's error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file is not PEM, or holds no certificate / private key.
     #[error("the TLS {what} file {path} is not usable: {reason}")]
@@ -64,15 +65,23 @@ pub enum TlsError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The key is not one rustls can sign with, or does not belong to the certificate.
-    #[error("the TLS key {key} cannot be used with the certificate {cert}: {source}")]
+    /// The key does not belong to the certificate.
+    #[error("the TLS key {key} does not belong to the certificate {cert}")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The key is not one rustls can sign with, or the certificate cannot be parsed.
+    #[error("the TLS key {key} cannot be used with the certificate {cert}: {cause}")]
     Key {
         /// The certificate file.
         cert: PathBuf,
         /// The key file.
         key: PathBuf,
         /// rustls' reason.
-        source: rustls::Error,
+        cause: rustls::Error,
     },
     /// rustls refused the server configuration.
     #[error("TLS configuration: {0}")]
@@ -87,10 +96,10 @@ fn provider() -> Arc<CryptoProvider> {
 /// Reads and checks a certificate chain and its private key.
 pub fn load(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let read = |what, path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        std::fs::read(path).map_err(|cause| TlsError::Read {
             what,
             path: path.to_owned(),
-            source,
+            cause,
         })
     };
     let pem_error = |what, path: &Path, reason: String| TlsError::Pem {
@@ -114,13 +123,21 @@ pub fn load(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey,
         pem_error(
             "key",
             &files.key,
-            format!("{e} (expected a PKCS#8, PKCS#1 or SEC1 private key)"),
+            format!("{e} (expected a PEM PKCS#8, PKCS#1 or SEC1 private key)"),
         )
     })?;
-    CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Key {
-        cert: files.cert.clone(),
-        key: files.key.clone(),
-        source,
+    CertifiedKey::from_der(chain, key, provider).map_err(|cause| match cause {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::Mismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            }
+        }
+        cause => TlsError::Key {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            cause,
+        },
     })
 }
 
