@@ -79,6 +79,8 @@ pub struct Client {
     pub topics: Box<[Arc<str>]>,
     conn: Option<Rc<Conn>>,
     queue: VecDeque<Bytes>,
+    /// Bytes in `queue`, plus (TLS) ciphertext sealed but not taken by the socket: kept
+    /// in one number so that a plain client's budget check is what it always was.
     queued: usize,
     /// Whether the front of the queue is the rest of a partially written frame.
     front_partial: bool,
@@ -216,7 +218,7 @@ impl Client {
     /// Bytes waiting to go out: the queue, and for a TLS client the ciphertext its
     /// socket has not taken yet.
     pub fn queued_bytes(&self) -> usize {
-        self.queued + self.conn.as_ref().map_or(0, |c| c.sealed_bytes())
+        self.queued
     }
 
     /// Whether anything waits to go out (queue, or sealed ciphertext).
@@ -234,7 +236,7 @@ impl Client {
         }
         match self.write_or_queue(frame) {
             Ok(true) => Delivery::Sent,
-            Ok(false) if self.queued_bytes() > budget => Delivery::OverBudget,
+            Ok(false) if self.queued > budget => Delivery::OverBudget,
             Ok(false) => Delivery::Queued,
             Err(_) => Delivery::Failed,
         }
@@ -262,7 +264,7 @@ impl Client {
             Ok(true) => Delivery::Sent,
             Ok(false) => {
                 self.tail_pong = kind == Control::Pong;
-                if self.queued_bytes() > budget {
+                if self.queued > budget {
                     Delivery::OverBudget
                 } else {
                     Delivery::Queued
@@ -282,7 +284,9 @@ impl Client {
         if discard {
             let keep = usize::from(self.front_partial).min(self.queue.len());
             self.queue.truncate(keep);
-            self.queued = self.queue.iter().map(Bytes::len).sum();
+            // Sealed ciphertext is part of the TLS stream already: it stays.
+            let sealed = self.conn.as_ref().map_or(0, |c| c.sealed_bytes());
+            self.queued = self.queue.iter().map(Bytes::len).sum::<usize>() + sealed;
         }
         self.close_sent = true;
         if let State::Open = self.state {
@@ -328,7 +332,7 @@ impl Client {
         let mut at = 0;
         // Ciphertext still waiting goes first: then the whole frame waits, unsealed.
         while conn.sealed_bytes() == 0 && at < frame.len() {
-            at += conn.seal(&frame[at..])?;
+            at += self.seal(&conn, &frame[at..])?;
         }
         if at == frame.len() {
             return Ok(conn.sealed_bytes() == 0);
@@ -386,20 +390,31 @@ impl Client {
     /// at a time while the socket keeps up.
     fn flush_sealing(&mut self, conn: &Conn) -> io::Result<Flushed> {
         loop {
-            if !conn.send_sealed()? {
+            let before = conn.sealed_bytes();
+            let all_out = conn.send_sealed()?;
+            self.queued -= before - conn.sealed_bytes();
+            if !all_out {
                 return Ok(Flushed::Blocked);
             }
-            let Some(front) = self.queue.front() else {
-                conn.seal(&[])?;
+            let Some(front) = self.queue.front().cloned() else {
+                self.seal(conn, &[])?;
                 return Ok(if conn.sealed_bytes() == 0 {
                     Flushed::Empty
                 } else {
                     Flushed::Blocked
                 });
             };
-            let sealed = conn.seal(front)?;
+            let sealed = self.seal(conn, &front)?;
             self.consume(sealed);
         }
+    }
+
+    /// [`Conn::seal`] (nothing sealed may be waiting), counting what the socket did
+    /// not take in `queued`.
+    fn seal(&mut self, conn: &Conn, plain: &[u8]) -> io::Result<usize> {
+        let taken = conn.seal(plain)?;
+        self.queued += conn.sealed_bytes();
+        Ok(taken)
     }
 
     /// Sends what rustls has to send on its own (the reader saw it ask), unless
@@ -408,10 +423,10 @@ impl Client {
         if self.has_pending() || self.flushing {
             return Delivery::Queued;
         }
-        let Some(conn) = &self.conn else {
+        let Some(conn) = self.conn.clone() else {
             return Delivery::Skipped;
         };
-        match conn.seal(&[]) {
+        match self.seal(&conn, &[]) {
             Ok(_) if conn.sealed_bytes() == 0 => Delivery::Sent,
             Ok(_) => Delivery::Queued,
             Err(_) => Delivery::Failed,
@@ -451,7 +466,7 @@ impl Client {
     pub fn discard_queue(&mut self) {
         self.tail_pong = false;
         self.queue.clear();
-        self.queued = 0;
+        self.queued = self.conn.as_ref().map_or(0, |c| c.sealed_bytes());
         self.front_partial = false;
     }
 
