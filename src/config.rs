@@ -56,6 +56,15 @@ impl Refusal {
     }
 }
 
+/// TLS: the PEM files of the server's certificate (chain) and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, server certificate first (`--tls-cert`).
+    pub cert: PathBuf,
+    /// The private key: PKCS#8, PKCS#1 or SEC1 (`--tls-key`).
+    pub key: PathBuf,
+}
+
 /// An embedder's decision on each upgrade request, called on the shard before the upgrade.
 ///
 /// With auth configured, the token is checked first: the hook only sees requests whose
@@ -141,6 +150,9 @@ pub struct Config {
     /// Clock skew tolerated on `exp` and `nbf`, in whole seconds (`--jwt-leeway`,
     /// default 0): a token expires, and its connection is closed, `leeway` after `exp`.
     pub jwt_leeway: Duration,
+    /// Serve `https`/`wss` with this certificate and key (`--tls-cert`, `--tls-key`);
+    /// the files are read again on [`crate::Server::reload_tls`] (SIGHUP). `None`: plain.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -175,6 +187,7 @@ impl Default for Config {
             jwt_audience: None,
             jwt_issuer: None,
             jwt_leeway: Duration::ZERO,
+            tls: None,
         }
     }
 }
@@ -214,6 +227,7 @@ impl fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_leeway", &self.jwt_leeway)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -26,6 +26,9 @@ pub enum Error {
     /// The JWT public key (`--jwt-public-key`) cannot be used.
     #[error("JWT auth: {0}")]
     Auth(#[from] crate::edge::auth::KeyError),
+    /// The TLS certificate or key cannot be used (at start, or on a reload).
+    #[error(transparent)]
+    Tls(#[from] crate::edge::tls::TlsError),
     /// A shard thread panicked.
     #[error("shard {0} panicked")]
     ShardPanicked(usize),

@@ -57,10 +57,10 @@ pub mod error;
 #[cfg(test)]
 mod fuzzing;
 
-pub use config::{Admission, AdmitFn, Config, Refusal};
+pub use config::{Admission, AdmitFn, Config, Refusal, TlsFiles};
 pub use engine::hub::Hub;
 pub use error::{Error, PublishError};
-pub use server::Server;
+pub use server::{Server, TlsReload};
 
 /// The README's examples compile and are checked as doctests.
 #[cfg(doctest)]

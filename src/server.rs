@@ -3,11 +3,17 @@
 //! Each shard thread runs a tokio *current-thread* runtime with a `LocalSet`, so the
 //! shard's state can live in `Rc`/`RefCell` — it never leaves the thread. Shard 0 also
 //! runs the acceptor, which deals connections out round-robin.
+//!
+//! With TLS configured, the certificate is loaded before anything is bound (a bad file
+//! is an error at start), and [`TlsReload`] swaps it while the server runs.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use crate::config::Config;
+use crate::edge::tls::Tls;
 use crate::engine::hub::Hub;
 use crate::engine::shard::Shard;
 use crate::error::Error;
@@ -38,6 +44,43 @@ pub struct Server {
     hub: Hub,
     local_addr: SocketAddr,
     threads: Vec<JoinHandle<()>>,
+    tls: Option<TlsReload>,
+}
+
+/// Reloads a running server's TLS certificate and key from their files: new handshakes
+/// get the new pair, connections already up keep theirs. Cheap to clone and usable from
+/// any thread (the binary calls it on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct TlsReload {
+    tls: Arc<Tls>,
+    hub: Hub,
+}
+
+impl TlsReload {
+    /// Reads both files again. On success the new pair serves every handshake from now
+    /// on; on error (unreadable, not PEM, key not matching) the pair in use stays. Either
+    /// way it is counted and logged.
+    pub fn reload(&self) -> Result<(), Error> {
+        let metrics = &self.hub.inner.metrics;
+        match self.tls.certificates().reload() {
+            Ok(()) => {
+                metrics.tls_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("TLS certificate reloaded: new handshakes use it");
+                Ok(())
+            }
+            Err(e) => {
+                metrics.tls_reload_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "TLS certificate not reloaded: keeping the one in use");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The certificate chain new handshakes get now (server certificate first, DER).
+    pub fn chain(&self) -> Vec<Vec<u8>> {
+        let chain = self.tls.certificates().chain();
+        chain.iter().map(|c| c.as_ref().to_vec()).collect()
+    }
 }
 
 impl Server {
@@ -47,19 +90,33 @@ impl Server {
     /// from inside one.
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        let tls = Self::tls(&config)?;
         let listener = crate::edge::listener::bind(config.listen, config.backlog)?;
-        Self::start_inner(listener, config)
+        Self::start_inner(listener, config, tls)
     }
 
     /// Serves on an existing listener (its address overrides `config.listen`).
     pub fn with_listener(listener: TcpListener, mut config: Config) -> Result<Server, Error> {
         config.listen = listener.local_addr()?;
         config.validate()?;
+        let tls = Self::tls(&config)?;
         listener.set_nonblocking(true)?;
-        Self::start_inner(listener, config)
+        Self::start_inner(listener, config, tls)
     }
 
-    fn start_inner(listener: TcpListener, config: Config) -> Result<Server, Error> {
+    /// Loads the certificate and key, when TLS is configured.
+    fn tls(config: &Config) -> Result<Option<Arc<Tls>>, Error> {
+        match &config.tls {
+            Some(files) => Ok(Some(Arc::new(Tls::new(files.clone())?))),
+            None => Ok(None),
+        }
+    }
+
+    fn start_inner(
+        listener: TcpListener,
+        config: Config,
+        tls: Option<Arc<Tls>>,
+    ) -> Result<Server, Error> {
         let local_addr = listener.local_addr()?;
         let cluster = config.cluster.clone();
         let verifier = crate::edge::auth::JwtVerifier::from_config(&config)?;
@@ -80,6 +137,7 @@ impl Server {
             let shard_hub = hub.clone();
             let panic_hub = hub.clone();
             let listener = if index == 0 { listener.take() } else { None };
+            let tls = tls.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -91,7 +149,7 @@ impl Server {
                     // dead shard that is still dealt connections and messages.
                     let _stop_on_panic = StopOnPanic(panic_hub);
                     local.block_on(&runtime, async move {
-                        let serve = crate::edge::serve_connection(&shard_hub);
+                        let serve = crate::edge::serve_connection(&shard_hub, tls);
                         let shard = Shard::new(shard_hub, index, serve);
                         if let Some(listener) = listener {
                             let acceptor = tokio::task::spawn_local(
@@ -120,12 +178,35 @@ impl Server {
                 }
             }
         }
-        tracing::info!(addr = %local_addr, shards = n, "hubcast listening");
+        tracing::info!(addr = %local_addr, shards = n, tls = tls.is_some(), "hubcast listening");
         Ok(Server {
+            tls: tls.map(|tls| TlsReload {
+                tls,
+                hub: hub.clone(),
+            }),
             hub,
             local_addr,
             threads,
         })
+    }
+
+    /// Whether the server speaks TLS (`https`/`wss`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Reloads the TLS certificate and key (see [`TlsReload::reload`]); an error when
+    /// the server has no TLS.
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        match &self.tls {
+            Some(t) => t.reload(),
+            None => Err(Error::Config("this server has no TLS to reload".into())),
+        }
+    }
+
+    /// A handle that reloads the certificate from another thread, when TLS is on.
+    pub fn tls_reload(&self) -> Option<TlsReload> {
+        self.tls.clone()
     }
 
     /// The address the server listens on (useful with port 0).

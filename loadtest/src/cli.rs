@@ -6,11 +6,14 @@
 //! (tests build it through [`Args`] too, so the CLI is exercised everywhere).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
+
+use tokio_rustls::rustls::ClientConfig;
 
 use crate::payload;
 use crate::target::{self, Target, Targets};
@@ -249,6 +252,15 @@ pub struct Args {
     #[arg(long, env = "HUBCAST_LT_MAX_FRAME", default_value_t = 16 << 20)]
     pub max_frame: usize,
 
+    /// For wss:// URLs: PEM file of the CA(s) the server's certificate must chain to.
+    #[arg(long, env = "HUBCAST_LT_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
+    /// For wss:// URLs: accept any server certificate (loopback benchmarks against a
+    /// self-signed certificate; never across a network you do not control).
+    #[arg(long, env = "HUBCAST_LT_INSECURE_SKIP_VERIFY", value_parser = BoolishValueParser::new())]
+    pub insecure_skip_verify: bool,
+
     /// Subscriber protocol: plain, or hubcast protocol v1 (subprotocol
     /// hubcast.v1; pushes decoded, offsets checked; payload a JSON array).
     #[arg(
@@ -357,6 +369,8 @@ pub struct Config {
     pub max_frame: usize,
     /// What subscribers speak.
     pub protocol: Protocol,
+    /// TLS client configuration, when some URL is `wss://`.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// One `--server-pid` entry: a positive integer (surrounding spaces allowed).
@@ -517,6 +531,15 @@ impl Args {
                 None => sub_targets.first().clone(),
             }),
         };
+        let pub_tls = matches!(&publish, PublishVia::WebSocket(t) if t.tls);
+        let tls = if sub_targets.any_tls() || pub_tls {
+            Some(crate::tls::client_config(
+                self.ca_file.as_deref(),
+                self.insecure_skip_verify,
+            )?)
+        } else {
+            None
+        };
         ensure!(
             self.connect_rate.is_finite() && self.connect_rate >= 0.0,
             "--connect-rate must be >= 0"
@@ -559,6 +582,7 @@ impl Args {
             keep_going: self.keep_going,
             max_frame: self.max_frame,
             protocol: self.protocol,
+            tls,
         })
     }
 }
@@ -750,13 +774,25 @@ mod tests {
         assert_eq!(c.sub_targets.len(), 1);
         assert_eq!(c.sub_targets.first().path, "/ws?topics=a,b");
         // Every URL is validated, and the error says which one and why.
-        let e = parse(&["--url", "ws://127.0.0.1:1/,wss://127.0.0.1:2/"]).expect_err("wss");
+        let e = parse(&["--url", "ws://127.0.0.1:1/,http://127.0.0.1:2/"]).expect_err("http");
         let msg = format!("{e:#}");
         assert!(
             msg.contains("--url") && msg.contains("URL #2 of 2"),
             "{msg}"
         );
-        assert!(msg.contains("TLS"), "{msg}");
+        assert!(msg.contains("ws:// or wss://"), "{msg}");
+        // wss:// needs to know what to trust.
+        let e = parse(&["--url", "wss://127.0.0.1:1/ws"]).expect_err("no CA");
+        assert!(format!("{e:#}").contains("--ca-file"), "{e:#}");
+        let c =
+            parse(&["--url", "wss://127.0.0.1:1/ws", "--insecure-skip-verify"]).expect("insecure");
+        assert!(c.tls.is_some() && c.sub_targets.first().tls);
+        assert!(
+            parse(&["--url", "ws://127.0.0.1:1/ws"])
+                .expect("plain")
+                .tls
+                .is_none()
+        );
         let e = parse(&["--url", "ws://127.0.0.1:1/,"]).expect_err("stray comma");
         assert!(format!("{e:#}").contains("empty entry"), "{e:#}");
         assert!(parse(&["--url", "ws://127.0.0.1:1/", "--url", "http://127.0.0.1:2/"]).is_err());

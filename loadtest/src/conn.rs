@@ -4,15 +4,18 @@
 //! WebSocket opening handshake over it, the grouping of failures into report
 //! keys, and [`Conn`]: a socket plus an append-only output buffer that any task
 //! on the owning thread may add whole frames to and flush without blocking.
-//! Reads are not done here; see `subscriber` and `publisher`.
+//! Reads are driven by `subscriber` and `publisher`; over `wss://` they go through
+//! [`Conn::read`], which decrypts (the rustls session lives here, next to the socket).
 
 use std::cell::{Cell, RefCell};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::rustls::{ClientConfig, ClientConnection};
 
 use crate::frame::{self, MaskRng};
 use crate::handshake::{self, HandshakeError};
@@ -30,6 +33,8 @@ pub enum ConnectError {
     Connect(io::Error),
     /// Reading/writing the handshake failed.
     Io(io::Error),
+    /// The TLS handshake failed.
+    Tls(io::Error),
     /// The server closed the connection during the handshake.
     Eof,
     /// The server's handshake response was not acceptable.
@@ -45,6 +50,7 @@ impl ConnectError {
             Self::Bind(e) => format!("bind: {e}"),
             Self::Connect(e) => format!("connect: {e}"),
             Self::Io(e) => format!("handshake: {e}"),
+            Self::Tls(e) => format!("TLS: {e}"),
             Self::Eof => "handshake: connection closed".to_string(),
             Self::Handshake(e) => format!("handshake: {e}"),
             Self::Timeout => "timeout".to_string(),
@@ -69,16 +75,62 @@ pub async fn connect_tcp(addr: SocketAddr, src: Option<IpAddr>) -> Result<TcpStr
     Ok(stream)
 }
 
-/// Connects and performs the WebSocket handshake, offering the subprotocol
-/// `protocol` when given (the server must then select it). Returns the stream
-/// and any bytes that arrived after the response head (already frames).
+/// A connected socket, and its TLS session for `wss://`.
+#[derive(Debug)]
+pub struct Link {
+    /// The socket.
+    pub tcp: TcpStream,
+    /// The session, handshake done (it may hold plaintext already).
+    pub tls: Option<ClientConnection>,
+}
+
+impl Link {
+    /// A plain connection.
+    pub fn plain(tcp: TcpStream) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
+/// Connects and performs the WebSocket handshake (over TLS for a `wss://` target,
+/// with `tls` as the client configuration), offering the subprotocol `protocol`
+/// when given (the server must then select it). Returns the connection and any
+/// bytes that arrived after the response head (already frames).
 pub async fn connect_ws(
     target: &Target,
     src: Option<IpAddr>,
     seed: u64,
     protocol: Option<&str>,
-) -> Result<(TcpStream, Vec<u8>), ConnectError> {
-    let mut stream = connect_tcp(target.addr, src).await?;
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<(Link, Vec<u8>), ConnectError> {
+    let mut tcp = connect_tcp(target.addr, src).await?;
+    let (true, Some(config)) = (target.tls, tls) else {
+        let early = ws_handshake(&mut tcp, target, seed, protocol).await?;
+        return Ok((Link::plain(tcp), early));
+    };
+    let name = crate::tls::server_name(&target.host)
+        .map_err(|e| ConnectError::Tls(io::Error::other(e.to_string())))?;
+    let mut stream = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(ConnectError::Tls)?;
+    let early = ws_handshake(&mut stream, target, seed, protocol).await?;
+    let (tcp, session) = stream.into_inner();
+    Ok((
+        Link {
+            tcp,
+            tls: Some(session),
+        },
+        early,
+    ))
+}
+
+/// The WebSocket opening handshake over `stream`; returns the bytes after the head.
+async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: &Target,
+    seed: u64,
+    protocol: Option<&str>,
+) -> Result<Vec<u8>, ConnectError> {
     let mut rng = MaskRng::new(seed);
     let mut raw = [0u8; 16];
     raw[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());
@@ -102,7 +154,7 @@ pub async fn connect_ws(
         if let Some(head) =
             handshake::parse_response(&buf, &key, protocol).map_err(ConnectError::Handshake)?
         {
-            return Ok((stream, buf.split_off(head)));
+            return Ok(buf.split_off(head));
         }
     }
 }
@@ -124,11 +176,46 @@ struct OutBuf {
     pos: usize,
 }
 
+/// A `wss://` connection's session, and whether it may hold plaintext not read yet.
+#[derive(Debug)]
+struct Tls {
+    session: ClientConnection,
+    buffered: bool,
+}
+
+/// Plaintext sealed per step of a TLS flush.
+const SEAL_CHUNK: usize = 64 << 10;
+
+/// The non-blocking socket as rustls' `Read` and `Write`.
+struct Socket<'a>(&'a TcpStream);
+
+impl Read for Socket<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for Socket<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// An established connection: the socket and its pending output.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket. Reads happen through `&TcpStream` (`ready`/`try_read`).
+    /// The socket. Reads happen through `&TcpStream` (`ready`/`try_read`) — over
+    /// TLS through [`Conn::read`].
     pub stream: TcpStream,
+    tls: Option<RefCell<Tls>>,
     out: RefCell<OutBuf>,
     /// We started the close handshake (shutdown): the end is not a disconnect.
     pub closing: Cell<bool>,
@@ -136,22 +223,86 @@ pub struct Conn {
 
 impl Conn {
     /// Wraps a connected stream.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(link: Link) -> Self {
         Self {
-            stream,
+            stream: link.tcp,
+            tls: link.tls.map(|session| {
+                RefCell::new(Tls {
+                    session,
+                    // The handshake may have left plaintext in the session.
+                    buffered: true,
+                })
+            }),
             out: RefCell::new(OutBuf::default()),
             closing: Cell::new(false),
         }
     }
 
-    /// Unsent output bytes.
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Unsent output bytes (over TLS: plaintext not sealed yet, plus 1 while sealed
+    /// records wait for the socket).
     pub fn pending(&self) -> usize {
         let o = self.out.borrow();
-        o.buf.len() - o.pos
+        let sealed = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.borrow().session.wants_write());
+        o.buf.len() - o.pos + usize::from(sealed)
+    }
+
+    /// Reads what is available without waiting (`WouldBlock` when nothing is,
+    /// `Ok(0)` at the end); over TLS, decrypted.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = &self.tls else {
+            return self.stream.try_read(buf);
+        };
+        let mut t = tls.borrow_mut();
+        loop {
+            match t.session.reader().read(buf) {
+                Ok(n) => {
+                    t.buffered = n > 0 && n == buf.len();
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            t.buffered = false;
+            let n = t.session.read_tls(&mut Socket(&self.stream))?;
+            t.session
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// [`Conn::read`] into the spare capacity of `buf` (at least 4 KiB of it).
+    pub fn read_vec(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if self.tls.is_none() {
+            return self.stream.try_read_buf(buf);
+        }
+        let len = buf.len();
+        let room = (buf.capacity() - len).max(4096);
+        buf.resize(len + room, 0);
+        let read = self.read(&mut buf[len..]);
+        buf.truncate(len + *read.as_ref().unwrap_or(&0));
+        read
     }
 
     /// Waits until the socket is readable — or writable, while output is pending.
+    /// Over TLS, plaintext already decrypted counts as readable.
     pub async fn ready(&self) -> io::Result<tokio::io::Ready> {
+        if let Some(tls) = &self.tls
+            && tls.borrow().buffered
+        {
+            return Ok(tokio::io::Ready::READABLE);
+        }
         let interest = if self.pending() > 0 {
             tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE
         } else {
@@ -168,6 +319,26 @@ impl Conn {
     /// Writes as much pending output as the socket takes without blocking.
     pub fn flush(&self) -> io::Result<()> {
         let mut o = self.out.borrow_mut();
+        if let Some(tls) = &self.tls {
+            // Sealed records first; then seal more only while the socket keeps up.
+            let mut t = tls.borrow_mut();
+            loop {
+                while t.session.wants_write() {
+                    match t.session.write_tls(&mut Socket(&self.stream)) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                }
+                if o.pos == o.buf.len() {
+                    break;
+                }
+                let end = o.buf.len().min(o.pos + SEAL_CHUNK);
+                let pos = o.pos;
+                t.session.writer().write_all(&o.buf[pos..end])?;
+                o.pos = end;
+            }
+        }
         while o.pos < o.buf.len() {
             match self.stream.try_write(&o.buf[o.pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -246,7 +417,7 @@ mod tests {
                 req
             });
             let target = Target::parse(&format!("ws://{addr}/ws?topic=x"), true).expect("target");
-            let (_stream, early) = connect_ws(&target, None, 42, None).await.expect("connect");
+            let (_stream, early) = connect_ws(&target, None, 42, None, None).await.expect("connect");
             assert_eq!(early, vec![0x81, 0x02, b'h', b'i']);
             let req = server.await.expect("join");
             assert!(req.starts_with("GET /ws?topic=x HTTP/1.1\r\n"));
@@ -261,7 +432,9 @@ mod tests {
             let addr = l.local_addr().expect("addr");
             drop(l);
             let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
-            let e = connect_ws(&t, None, 1, None).await.expect_err("refused");
+            let e = connect_ws(&t, None, 1, None, None)
+                .await
+                .expect_err("refused");
             assert!(e.reason().starts_with("connect: "), "{}", e.reason());
 
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -275,7 +448,7 @@ mod tests {
                     .await;
             });
             let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
-            let e = connect_ws(&t, Some("127.0.0.2".parse().expect("ip")), 1, None)
+            let e = connect_ws(&t, Some("127.0.0.2".parse().expect("ip")), 1, None, None)
                 .await
                 .expect_err("503");
             assert_eq!(e.reason(), "handshake: HTTP status 503");

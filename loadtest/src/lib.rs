@@ -35,5 +35,6 @@ pub mod run;
 pub mod stats;
 pub mod subscriber;
 pub mod target;
+pub mod tls;
 pub mod v1;
 pub mod worker;

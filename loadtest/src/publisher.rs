@@ -234,7 +234,7 @@ pub async fn connect_all(ctx: Rc<ThreadCtx>, ids: Vec<u16>, src_base: usize) -> 
                 // message would be a command, not a message to broadcast.
                 conn::with_timeout(
                     ctx.params.connect_timeout,
-                    conn::connect_ws(target, src, seed, None),
+                    conn::connect_ws(target, src, seed, None, ctx.params.tls.as_ref()),
                 )
                 .await
             }
@@ -243,7 +243,7 @@ pub async fn connect_all(ctx: Rc<ThreadCtx>, ids: Vec<u16>, src_base: usize) -> 
                 conn::connect_tcp(target.addr, src),
             )
             .await
-            .map(|s| (s, Vec::new())),
+            .map(|s| (conn::Link::plain(s), Vec::new())),
         };
         match result {
             Ok((stream, early)) => {
@@ -373,7 +373,7 @@ async fn http_session(
             .await
             {
                 Ok(stream) => {
-                    conn = Rc::new(Conn::new(stream));
+                    conn = Rc::new(Conn::new(conn::Link::plain(stream)));
                     p.conn.replace(Some(conn.clone()));
                     Live::inc(&ctx.live.pubs_connected);
                     break;
@@ -412,7 +412,7 @@ async fn http_reader(ctx: &ThreadCtx, p: &Publisher, conn: &Conn) -> Option<End>
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        match conn.stream.try_read_buf(&mut buf) {
+        match conn.read_vec(&mut buf) {
             Ok(0) => return Some(End::Eof),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

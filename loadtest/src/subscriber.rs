@@ -287,15 +287,19 @@ fn read_small(
     // the read raises a new event, and tokio only clears the readiness tick it
     // observed.
     let mut short = 0usize;
-    let res = conn.stream.try_io(Interest::READABLE, || {
-        match conn.stream.try_read(&mut buf[c..]) {
-            Ok(n) if n > 0 && n < space => {
-                short = n;
-                Err(io::ErrorKind::WouldBlock.into())
+    let res = if conn.is_tls() {
+        conn.read(&mut buf[c..])
+    } else {
+        conn.stream.try_io(Interest::READABLE, || {
+            match conn.stream.try_read(&mut buf[c..]) {
+                Ok(n) if n > 0 && n < space => {
+                    short = n;
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                other => other,
             }
-            other => other,
-        }
-    });
+        })
+    };
     let n = match res {
         Ok(0) => return Err(End::Eof),
         Ok(n) => n,
@@ -332,7 +336,7 @@ fn read_big(
     if carry.capacity() < *need {
         carry.reserve(*need - carry.len());
     }
-    match conn.stream.try_read_buf(carry) {
+    match conn.read_vec(carry) {
         Ok(0) => return Err(End::Eof),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
@@ -396,7 +400,7 @@ async fn finish_close(ctx: &ThreadCtx, conn: &Conn, code: u16) -> End {
             }
             if ready.is_readable() {
                 let mut buf = ctx.read_buf.borrow_mut();
-                match conn.stream.try_read(&mut buf[..]) {
+                match conn.read(&mut buf[..]) {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -17,6 +17,10 @@ use http::Uri;
 pub struct Target {
     /// The URL as given.
     pub url: String,
+    /// `wss://`: TLS, the certificate checked against `host`.
+    pub tls: bool,
+    /// The URL's host (without brackets).
+    pub host: String,
     /// Resolved address (first result).
     pub addr: SocketAddr,
     /// Value for the `Host` header.
@@ -26,21 +30,24 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses and resolves a `ws://` (WebSocket) or `http://` (publish) URL.
-    /// TLS schemes are refused: this tool measures servers, not TLS stacks.
+    /// Parses and resolves a `ws://` or `wss://` (WebSocket) or `http://` (publish) URL.
+    /// Publishing over `https://` is refused (publish over `wss://` instead).
     pub fn parse(url: &str, want_ws: bool) -> Result<Self> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("invalid URL {url:?}"))?;
         let scheme = uri.scheme_str().unwrap_or("");
-        match (scheme, want_ws) {
-            ("ws", true) | ("http", false) => {}
-            ("wss", _) | ("https", _) => bail!("{url}: TLS is not supported; use ws:// or http://"),
-            _ if want_ws => bail!("{url}: expected a ws:// URL"),
+        let tls = match (scheme, want_ws) {
+            ("ws", true) | ("http", false) => false,
+            ("wss", true) => true,
+            ("https", false) => {
+                bail!("{url}: publishing over https is not supported; use --pub-url wss://…")
+            }
+            _ if want_ws => bail!("{url}: expected a ws:// or wss:// URL"),
             _ => bail!("{url}: expected an http:// URL"),
-        }
+        };
         let host = uri.host().with_context(|| format!("{url}: no host"))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let addr = (bare, port)
             .to_socket_addrs()
@@ -58,6 +65,8 @@ impl Target {
             .unwrap_or_else(|| "/".to_string());
         Ok(Self {
             url: url.to_string(),
+            tls,
+            host: bare.to_string(),
             addr,
             host_header,
             path,
@@ -120,6 +129,11 @@ pub struct Targets {
 }
 
 impl Targets {
+    /// Whether some endpoint is `wss://`.
+    pub fn any_tls(&self) -> bool {
+        self.list.iter().any(|t| t.tls)
+    }
+
     /// Wraps a non-empty list.
     pub fn new(list: Vec<Target>) -> Result<Self> {
         ensure!(!list.is_empty(), "no URL given");
@@ -273,7 +287,9 @@ mod tests {
 
     #[test]
     fn rejects_wrong_schemes() {
-        assert!(Target::parse("wss://127.0.0.1:1/", true).is_err());
+        let t = Target::parse("wss://localhost:1/ws", true).expect("wss");
+        assert!(t.tls && t.host == "localhost");
+        assert!(Target::parse("https://127.0.0.1:1/", false).is_err());
         assert!(Target::parse("http://127.0.0.1:1/", true).is_err());
         assert!(Target::parse("ws://127.0.0.1:1/", false).is_err());
         assert!(Target::parse("not a url", true).is_err());
@@ -381,11 +397,11 @@ mod tests {
 
     #[test]
     fn targets_errors_name_the_entry() {
-        let urls = strings(&["ws://127.0.0.1:1/", "wss://127.0.0.1:2/"]);
-        let e = Targets::parse(&urls, true).expect_err("wss refused");
+        let urls = strings(&["ws://127.0.0.1:1/", "http://127.0.0.1:2/"]);
+        let e = Targets::parse(&urls, true).expect_err("http refused");
         let msg = format!("{e:#}");
         assert!(msg.contains("URL #2 of 2"), "{msg}");
-        assert!(msg.contains("TLS is not supported"), "{msg}");
+        assert!(msg.contains("expected a ws:// or wss:// URL"), "{msg}");
         assert!(Targets::parse(&[], true).is_err());
         assert!(Targets::new(Vec::new()).is_err());
     }

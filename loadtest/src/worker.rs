@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_rustls::rustls::ClientConfig;
 
 use crate::cli::{Config, Mode, Protocol, PublishVia};
 use crate::conn::{self, Conn};
@@ -62,6 +63,8 @@ pub struct Params {
     pub epoch: Instant,
     /// What subscribers speak.
     pub protocol: Protocol,
+    /// TLS client configuration for `wss://` endpoints.
+    pub tls: Option<Arc<ClientConfig>>,
     /// Recovery scenario: subscriber endpoints without their `topic=`, the
     /// topic, and the topic as pushes carry it.
     pub recover: Option<RecoverParams>,
@@ -97,6 +100,7 @@ impl Params {
             max_frame: cfg.max_frame,
             epoch,
             protocol: cfg.protocol,
+            tls: cfg.tls.clone(),
             recover: match &cfg.mode {
                 Mode::Recover(r) => Some(RecoverParams {
                     targets: r.targets.clone(),
@@ -631,7 +635,13 @@ async fn connect_subs(
             let t0 = Instant::now();
             let result = conn::with_timeout(
                 ctx.params.connect_timeout,
-                conn::connect_ws(target, src, seed, ctx.params.protocol.subprotocol()),
+                conn::connect_ws(
+                    target,
+                    src,
+                    seed,
+                    ctx.params.protocol.subprotocol(),
+                    ctx.params.tls.as_ref(),
+                ),
             )
             .await;
             drop(permit);

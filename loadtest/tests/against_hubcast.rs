@@ -7,7 +7,8 @@
 //! two URLs of the same server (as over the nodes of a cluster) and samples
 //! two PIDs. Protocol v1: the same exactness with pushes (offsets checked),
 //! and the recovery scenario (every subscriber away while 200 messages are
-//! published, then back with `since`) recovering exactly.
+//! published, then back with `since`) recovering exactly. And `wss://`: the same
+//! exactness through TLS, trusting the server's certificate from `--ca-file`.
 
 use clap::Parser;
 use hubcast_loadtest::cli::Args;
@@ -106,6 +107,43 @@ fn assert_exact(report: &Report, subs: u64) {
     assert_eq!(report.summary.foreign_messages, 0);
     assert!(step.pass, "step failed: {:?}", step.failures);
     assert_eq!(report.summary.exit_code, 0);
+}
+
+#[test]
+fn wss_exact_delivery() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("hubcast-lt-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).expect("write cert");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    let server = start_server_with(hubcast::Config {
+        tls: Some(hubcast::TlsFiles {
+            cert: cert.clone(),
+            key,
+        }),
+        ..hubcast::Config::default()
+    });
+    let addr = server.local_addr();
+    let report = run_loadtest(&[
+        format!("--url=wss://{addr}/ws?topic=t"),
+        format!("--ca-file={}", cert.display()),
+        "--subs=200".into(),
+        "--pubs=2".into(),
+        "--rate=1000".into(),
+        "--duration=2".into(),
+        "--drain=1".into(),
+        "--settle=0.2".into(),
+        "--threads=2".into(),
+        "--slo-ms=1000".into(),
+    ]);
+    assert_exact(&report, 200);
+    assert_eq!(report.summary.publisher_received, 2 * 2_000);
+    server.shutdown();
+    server.join().expect("hubcast stops");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The `hubcast` server binary: flags (or `HUBCAST_*` variables) → [`hubcast::Config`],
-//! logs through `tracing` (`RUST_LOG`), graceful shutdown on SIGINT/SIGTERM.
+//! logs through `tracing` (`RUST_LOG`), graceful shutdown on SIGINT/SIGTERM, and the TLS
+//! certificate reloaded on SIGHUP.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -139,6 +140,13 @@ struct Args {
     /// starts a new epoch when the broker restarts.
     #[arg(long, env = "HUBCAST_NATS_HISTORY_STORAGE", value_enum, default_value_t = HistoryStorage::File)]
     nats_history_storage: HistoryStorage,
+    /// Serve https/wss with this certificate chain (PEM, server certificate first);
+    /// needs --tls-key. Read again on SIGHUP.
+    #[arg(long, env = "HUBCAST_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+    #[arg(long, env = "HUBCAST_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// `--nats-history-storage`.
@@ -156,6 +164,16 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
 impl Args {
     fn into_config(self) -> anyhow::Result<hubcast::Config> {
         let cluster = self.cluster();
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(hubcast::TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => anyhow::bail!(
+                "--tls-cert needs --tls-key (HUBCAST_TLS_KEY): TLS takes the certificate and its key"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "--tls-key needs --tls-cert (HUBCAST_TLS_CERT): TLS takes the certificate and its key"
+            ),
+        };
         Ok(hubcast::Config {
             listen: self.listen,
             shards: self.shards,
@@ -189,6 +207,7 @@ impl Args {
             jwt_audience: self.jwt_audience,
             jwt_issuer: self.jwt_issuer,
             jwt_leeway: Duration::from_secs(self.jwt_leeway),
+            tls,
         })
     }
 
@@ -250,31 +269,49 @@ fn main() -> anyhow::Result<()> {
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut term, mut int) = {
+    // SIGHUP too, even without TLS: its default action would kill the server.
+    let (mut term, mut int, mut hup) = {
         use tokio::signal::unix::{SignalKind, signal};
         let _in_runtime = signals.enter();
         let term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
         let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-        (term, int)
+        let hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        (term, int, hup)
     };
+
+    let server = hubcast::Server::start(config).context("cannot start hubcast")?;
+    let (scheme, ws) = if server.is_tls() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    println!(
+        "hubcast listening on {scheme}://{0}  (WebSocket: {ws}://{0}/ws)",
+        server.local_addr()
+    );
+    let reload = server.tls_reload();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("hubcast-signals".into())
         .spawn(move || {
             signals.block_on(async {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        _ = hup.recv() => match &reload {
+                            // Logged and counted by the reload itself; the server goes on
+                            // with the certificate it has.
+                            Some(reload) => {
+                                let _ = reload.reload();
+                            }
+                            None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                        },
+                    }
                 }
             });
             let _ = stop_tx.send(());
         })?;
-
-    let server = hubcast::Server::start(config).context("cannot start hubcast")?;
-    println!(
-        "hubcast listening on http://{0}  (WebSocket: ws://{0}/ws)",
-        server.local_addr()
-    );
     let hub = server.hub().clone();
     std::thread::Builder::new()
         .name("hubcast-stop".into())

@@ -1,4 +1,5 @@
-//! HTTP: serves one accepted connection with hyper and routes its requests.
+//! HTTP: serves one accepted connection with hyper and routes its requests — over the
+//! TCP stream itself, or over TLS once [`crate::edge::tls`] has run the handshake.
 //!
 //! | route | what |
 //! |---|---|
@@ -12,6 +13,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,10 +23,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::edge::auth;
 use crate::edge::origin::OriginPolicy;
+use crate::edge::tls::Tls;
 use crate::edge::upgrade;
 use crate::engine::grant::Grant;
 use crate::engine::hub::Hub;
@@ -38,29 +42,47 @@ const CLIENT_JS: &str = include_str!("hubcast.js");
 /// How long `POST /publish` waits for room in a full shard inbox before answering 503.
 const PUBLISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Serves HTTP on an accepted connection, on the current shard.
+/// Serves HTTP on an accepted connection, on the current shard: after a TLS handshake
+/// (bounded by the handshake timeout) when `tls` is given.
 pub(crate) fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: SocketAddr,
     origins: Rc<OriginPolicy>,
+    tls: Option<Arc<Tls>>,
 ) {
-    let timeout = shard.hub.inner.config.handshake_timeout;
     tokio::task::spawn_local(async move {
-        let svc = service_fn(move |req| {
-            let shard = shard.clone();
-            let origins = origins.clone();
-            async move { Ok::<_, Infallible>(route(&shard, &origins, req, peer).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeout)
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
-        if let Err(e) = conn.await {
-            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        let Some(tls) = tls else {
+            return serve_http(shard, stream, peer, origins).await;
+        };
+        let hub = &shard.hub;
+        let timeout = hub.inner.config.handshake_timeout;
+        if let Some(stream) = tls.accept(stream, peer, timeout, &hub.inner.metrics).await {
+            serve_http(shard, stream, peer, origins).await;
         }
     });
+}
+
+/// hyper's HTTP/1 server over `io`, with upgrades.
+async fn serve_http<I>(shard: Rc<Shard>, io: I, peer: SocketAddr, origins: Rc<OriginPolicy>)
+where
+    // `Send`: hyper's `Upgraded` may move between threads (ours never does).
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let timeout = shard.hub.inner.config.handshake_timeout;
+    let svc = service_fn(move |req| {
+        let shard = shard.clone();
+        let origins = origins.clone();
+        async move { Ok::<_, Infallible>(route(&shard, &origins, req, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
 }
 
 async fn route(

@@ -7,7 +7,9 @@
 //! client is registered on the shard *before* the `101` goes out (so it cannot miss a
 //! message published after it saw the `101`), and once hyper hands back the raw
 //! connection, the shard attaches the socket — together with any bytes the client sent
-//! right behind its handshake, which hyper has already read.
+//! right behind its handshake, which hyper has already read. Over TLS, hyper hands back
+//! the TLS stream: its socket and its rustls session (with whatever the session has
+//! buffered, both ways) go to the shard together, and hyper's bytes are plaintext.
 
 // Refusals are whole HTTP responses; they are rare and not on a hot path, so returning
 // them by value is clearer than boxing.
@@ -24,6 +26,8 @@ use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::ServerConnection;
+use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use crate::config::Admission;
@@ -33,6 +37,7 @@ use crate::engine::grant::{Access, AccessState};
 use crate::engine::hub::{DEFAULT_TOPIC, Hub, MAX_TOPIC_LEN};
 use crate::engine::metrics::Rejection;
 use crate::engine::shard::{Incoming, Shard};
+use crate::engine::transport::Conn;
 use crate::wire::v1;
 
 /// Most topics one connection may join.
@@ -294,11 +299,35 @@ pub(crate) fn accept_response<B>(req: &mut Request<B>) -> Result<(Reply, bool), 
     }
 }
 
-/// The raw TCP stream behind an upgraded connection, plus the bytes hyper already read
-/// past the handshake (the client's first frames may be there — never drop them).
-pub(crate) fn into_tcp(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
-    Some((parts.io.into_inner(), parts.read_buf))
+/// What is behind an upgraded connection: the TCP stream, its TLS session if it has one,
+/// and the bytes hyper already read past the handshake (the client's first frames may
+/// be there — never drop them).
+pub(crate) struct Taken {
+    stream: TcpStream,
+    tls: Option<ServerConnection>,
+    read_buf: Bytes,
+}
+
+/// Takes an upgraded connection apart: a plain `TcpStream` or a tokio-rustls server
+/// stream over one (anything else cannot be handed to a shard).
+pub(crate) fn take_apart(upgraded: Upgraded) -> Option<Taken> {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            return Some(Taken {
+                stream: parts.io.into_inner(),
+                tls: None,
+                read_buf: parts.read_buf,
+            });
+        }
+        Err(other) => other,
+    };
+    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>().ok()?;
+    let (stream, session) = parts.io.into_inner().into_inner();
+    Some(Taken {
+        stream,
+        tls: Some(session),
+        read_buf: parts.read_buf,
+    })
 }
 
 /// The embedder's path: a hubcast [`Hub`] behind someone else's HTTP server.
@@ -309,7 +338,8 @@ impl Hub {
     /// error status. After the response is sent, the connection moves to a shard.
     ///
     /// The connection must be served by hyper's HTTP/1 server directly on a
-    /// `TokioIo<TcpStream>` with upgrades on (`examples/embed.rs` with hyper,
+    /// `TokioIo<TcpStream>` (or a `TokioIo<tokio_rustls::server::TlsStream<TcpStream>>`:
+    /// hubcast then encrypts for that client itself) with upgrades on (`examples/embed.rs` with hyper,
     /// `examples/axum.rs` with an axum `Router`): hubcast takes the raw socket back to
     /// write shared frames to it. `axum::serve` wraps sockets (to sniff HTTP/2) and so
     /// cannot hand them over; such an upgrade is refused after the `101` and logged.
@@ -344,13 +374,12 @@ impl Hub {
         let shard = self.pick_shard();
         tokio::spawn(async move {
             let adopted = match on_upgrade.await {
-                Ok(upgraded) => {
-                    into_tcp(upgraded).and_then(|(s, buf)| Some((s.into_std().ok()?, buf)))
-                }
+                Ok(upgraded) => take_apart(upgraded)
+                    .and_then(|t| Some((t.stream.into_std().ok()?, t.tls, t.read_buf))),
                 Err(_) => None,
             };
             match adopted {
-                Some((stream, read_buf)) => {
+                Some((stream, tls, read_buf)) => {
                     hub.inner.shards[shard].hand_over(Incoming::Upgraded {
                         stream,
                         read_buf,
@@ -358,6 +387,7 @@ impl Hub {
                         id,
                         v1,
                         access,
+                        tls: tls.map(Box::new),
                     });
                 }
                 None => {
@@ -396,8 +426,17 @@ pub(crate) fn on_shard<B>(
     let who = shard.register(hub.next_client_id(), &topics, v1, access);
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
-        match on_upgrade.await.ok().and_then(into_tcp) {
-            Some((stream, read_buf)) => shard.attach(who, stream, read_buf),
+        match on_upgrade.await.ok().and_then(take_apart) {
+            Some(Taken {
+                stream,
+                tls: None,
+                read_buf,
+            }) => shard.attach(who, Conn::plain(stream), read_buf),
+            Some(Taken {
+                stream,
+                tls: Some(session),
+                read_buf,
+            }) => shard.attach(who, Conn::tls(stream, session), read_buf),
             None => shard.remove(who),
         }
     });

@@ -8,6 +8,11 @@
 //! non-blocking `write`; only when the socket is full does the client keep a reference
 //! (`Bytes` clone or slice) in its queue. The queue is bounded in bytes by the caller's
 //! budget: a client over it is a slow consumer and gets closed, its queue freed.
+//!
+//! A TLS client takes one branch off that path (see [`crate::engine::transport`]): the
+//! same shared bytes are sealed into its session and the records written at once; its
+//! queue holds the same plaintext references, sealed when they leave it, and the
+//! ciphertext its socket has not taken yet counts against the same budget.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -16,10 +21,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
-use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use crate::engine::grant::{Access, Grant};
+use crate::engine::transport::Conn;
 
 /// Lifecycle of a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +78,10 @@ pub struct Client {
     pub id: u64,
     /// Topics joined at connect time (interned per shard).
     pub topics: Box<[Arc<str>]>,
-    conn: Option<Rc<TcpStream>>,
+    conn: Option<Rc<Conn>>,
     queue: VecDeque<Bytes>,
+    /// Bytes in `queue`, plus (TLS) ciphertext sealed but not taken by the socket: kept
+    /// in one number so that a plain client's budget check is what it always was.
     queued: usize,
     /// Whether the front of the queue is the rest of a partially written frame.
     front_partial: bool,
@@ -235,20 +242,26 @@ impl Client {
         first
     }
 
-    /// Gives the client its socket (after the upgrade completed).
-    pub fn attach(&mut self, conn: Rc<TcpStream>) {
+    /// Gives the client its connection (after the upgrade completed).
+    pub fn attach(&mut self, conn: Rc<Conn>) {
         self.last_seen = Instant::now();
         self.conn = Some(conn);
     }
 
-    /// The socket, once attached.
-    pub fn conn(&self) -> Option<&Rc<TcpStream>> {
+    /// The connection, once attached.
+    pub fn conn(&self) -> Option<&Rc<Conn>> {
         self.conn.as_ref()
     }
 
-    /// Bytes waiting in the queue.
+    /// Bytes waiting to go out: the queue, and for a TLS client the ciphertext its
+    /// socket has not taken yet.
     pub fn queued_bytes(&self) -> usize {
         self.queued
+    }
+
+    /// Whether anything waits to go out (queue, or sealed ciphertext).
+    fn has_pending(&self) -> bool {
+        !self.queue.is_empty() || self.conn.as_ref().is_some_and(|c| c.sealed_bytes() > 0)
     }
 
     /// Delivers one shared frame (or batch of frames): written directly if nothing is
@@ -304,12 +317,14 @@ impl Client {
     /// stream stays well-formed). Returns `Ok(true)` when nothing remains queued.
     pub fn start_close(&mut self, close: &Bytes, discard: bool) -> io::Result<bool> {
         if self.close_sent {
-            return Ok(self.queue.is_empty());
+            return Ok(!self.has_pending());
         }
         if discard {
             let keep = usize::from(self.front_partial).min(self.queue.len());
             self.queue.truncate(keep);
-            self.queued = self.queue.iter().map(Bytes::len).sum();
+            // Sealed ciphertext is part of the TLS stream already: it stays.
+            let sealed = self.conn.as_ref().map_or(0, |c| c.sealed_bytes());
+            self.queued = self.queue.iter().map(Bytes::len).sum::<usize>() + sealed;
         }
         self.close_sent = true;
         if let State::Open = self.state {
@@ -324,7 +339,10 @@ impl Client {
         if self.queue.is_empty()
             && let Some(conn) = &self.conn
         {
-            match conn.try_write(frame) {
+            if conn.is_tls() {
+                return self.seal_or_queue(frame);
+            }
+            match conn.socket().try_write(frame) {
                 Ok(n) if n == frame.len() => return Ok(true),
                 Ok(n) => {
                     self.front_partial = n > 0;
@@ -339,6 +357,29 @@ impl Client {
         Ok(false)
     }
 
+    /// [`Client::write_or_queue`] for a TLS client with nothing queued: seal and write
+    /// while the socket keeps up; queue the plaintext it did not get to (a slice of the
+    /// shared buffer, as for a plain client). `Ok(true)` when all of it went out.
+    #[cold]
+    #[inline(never)]
+    fn seal_or_queue(&mut self, frame: &Bytes) -> io::Result<bool> {
+        let Some(conn) = self.conn.clone() else {
+            self.push(frame.clone());
+            return Ok(false);
+        };
+        let mut at = 0;
+        // Ciphertext still waiting goes first: then the whole frame waits, unsealed.
+        while conn.sealed_bytes() == 0 && at < frame.len() {
+            at += self.seal(&conn, &frame[at..])?;
+        }
+        if at == frame.len() {
+            return Ok(conn.sealed_bytes() == 0);
+        }
+        self.front_partial = at > 0;
+        self.push(frame.slice(at..));
+        Ok(false)
+    }
+
     fn push(&mut self, b: Bytes) {
         self.tail_pong = false;
         self.queued += b.len();
@@ -347,7 +388,7 @@ impl Client {
 
     /// Whether a flush task must be started for this client (and marks it started).
     pub fn needs_flusher(&mut self) -> bool {
-        if !self.flushing && self.conn.is_some() && !self.queue.is_empty() {
+        if !self.flushing && self.conn.is_some() && self.has_pending() {
             self.flushing = true;
             true
         } else {
@@ -360,6 +401,10 @@ impl Client {
         let Some(conn) = self.conn.clone() else {
             return Ok(Flushed::Blocked);
         };
+        if conn.is_tls() {
+            return self.flush_sealing(&conn);
+        }
+        let conn = conn.socket();
         while !self.queue.is_empty() {
             let mut slices: [IoSlice<'_>; 64] = std::array::from_fn(|_| IoSlice::new(&[]));
             let mut n = 0;
@@ -376,6 +421,54 @@ impl Client {
             self.consume(written);
         }
         Ok(Flushed::Empty)
+    }
+
+    /// [`Client::flush`] for a TLS client: sealed ciphertext first, then whatever rustls
+    /// has to send on its own (an alert, a key update), then the queue, sealed a chunk
+    /// at a time while the socket keeps up.
+    fn flush_sealing(&mut self, conn: &Conn) -> io::Result<Flushed> {
+        loop {
+            let before = conn.sealed_bytes();
+            let all_out = conn.send_sealed()?;
+            self.queued -= before - conn.sealed_bytes();
+            if !all_out {
+                return Ok(Flushed::Blocked);
+            }
+            let Some(front) = self.queue.front().cloned() else {
+                self.seal(conn, &[])?;
+                return Ok(if conn.sealed_bytes() == 0 {
+                    Flushed::Empty
+                } else {
+                    Flushed::Blocked
+                });
+            };
+            let sealed = self.seal(conn, &front)?;
+            self.consume(sealed);
+        }
+    }
+
+    /// [`Conn::seal`] (nothing sealed may be waiting), counting what the socket did
+    /// not take in `queued`.
+    fn seal(&mut self, conn: &Conn, plain: &[u8]) -> io::Result<usize> {
+        let taken = conn.seal(plain)?;
+        self.queued += conn.sealed_bytes();
+        Ok(taken)
+    }
+
+    /// Sends what rustls has to send on its own (the reader saw it ask), unless
+    /// something is queued — then the flush task picks it up on its way.
+    pub fn send_tls_output(&mut self) -> Delivery {
+        if self.has_pending() || self.flushing {
+            return Delivery::Queued;
+        }
+        let Some(conn) = self.conn.clone() else {
+            return Delivery::Skipped;
+        };
+        match self.seal(&conn, &[]) {
+            Ok(_) if conn.sealed_bytes() == 0 => Delivery::Sent,
+            Ok(_) => Delivery::Queued,
+            Err(_) => Delivery::Failed,
+        }
     }
 
     fn consume(&mut self, mut written: usize) {
@@ -403,7 +496,7 @@ impl Client {
     /// client sees EOF after the close frame.
     pub fn shutdown_write(&self) {
         if let Some(conn) = &self.conn {
-            let _ = socket2::SockRef::from(conn.as_ref()).shutdown(std::net::Shutdown::Write);
+            conn.shutdown_write();
         }
     }
 
@@ -411,13 +504,13 @@ impl Client {
     pub fn discard_queue(&mut self) {
         self.tail_pong = false;
         self.queue.clear();
-        self.queued = 0;
+        self.queued = self.conn.as_ref().map_or(0, |c| c.sealed_bytes());
         self.front_partial = false;
     }
 
-    /// Whether the queue is empty.
+    /// Whether nothing waits to go out.
     pub fn is_drained(&self) -> bool {
-        self.queue.is_empty()
+        !self.has_pending()
     }
 }
 

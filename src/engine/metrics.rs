@@ -180,6 +180,12 @@ pub struct Metrics {
     pub published: CachePadded<AtomicU64>,
     /// Publishes that had to wait for room in a full shard inbox (back-pressure).
     pub publish_waits: AtomicU64,
+    /// TLS handshakes that failed or timed out (the connection was closed).
+    pub tls_handshake_failures: AtomicU64,
+    /// Certificate reloads that took effect.
+    pub tls_reloads: AtomicU64,
+    /// Certificate reloads refused (the certificate in use was kept).
+    pub tls_reload_failures: AtomicU64,
     rejected: [AtomicU64; REJECTION_LABELS.len()],
     /// Fan-out and latency histograms.
     pub timings: Timings,
@@ -194,6 +200,9 @@ impl Metrics {
                 .collect(),
             published: CachePadded::new(AtomicU64::new(0)),
             publish_waits: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            tls_reloads: AtomicU64::new(0),
+            tls_reload_failures: AtomicU64::new(0),
             rejected: Default::default(),
             timings: Timings::new(shards),
         }
@@ -310,6 +319,24 @@ impl Metrics {
             "counter",
             "Messages dropped because a shard's inbox was full.",
             self.sum(|s| &s.inbox_dropped),
+        );
+        one(
+            "hubcast_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out (plain HTTP to the TLS port, untrusted certificate, stalled client).",
+            self.tls_handshake_failures.load(Relaxed),
+        );
+        one(
+            "hubcast_tls_reloads_total",
+            "counter",
+            "Certificate reloads that took effect.",
+            self.tls_reloads.load(Relaxed),
+        );
+        one(
+            "hubcast_tls_reload_failures_total",
+            "counter",
+            "Certificate reloads refused; the certificate in use was kept.",
+            self.tls_reload_failures.load(Relaxed),
         );
         let _ = writeln!(
             out,

@@ -11,6 +11,8 @@
 //! each topic's messages (offsets and epochs) and keeps the recent ones for recovery,
 //! and `commands` runs protocol v1 clients' commands on their shard. [`grant`] is what
 //! a verified token allows a client (topics to subscribe and publish to, a deadline).
+//! Under the client, [`transport`] is its byte stream: plain TCP, or TLS where the
+//! shared frame is sealed per connection.
 //!
 //! The engine knows nothing of HTTP, NATS or JWT. What it needs from above, it is given:
 //! a connection handler for accepted sockets (the edge's HTTP server), a
@@ -29,3 +31,4 @@ pub(crate) mod pacing;
 pub(crate) mod reader;
 pub mod registry;
 pub(crate) mod shard;
+pub mod transport;

@@ -9,6 +9,10 @@
 //!
 //! An idle client pins no read buffer: the parser (and its buffer) is only created once
 //! the socket first has something to read.
+//!
+//! A TLS client's bytes come through its rustls session ([`Conn`]): the parser only
+//! ever sees plaintext. When reading makes rustls want to send something (an alert, a
+//! key update), the reader asks the shard's single writer to send it.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -21,11 +25,11 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use fastwebsockets::{OpCode, Role, WebSocketError};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::engine::commands;
 use crate::engine::registry::ClientRef;
 use crate::engine::shard::Shard;
+use crate::engine::transport::Conn;
 use crate::error::PublishError;
 use crate::wire::bounds::{BoundsError, Broken, FrameBounds};
 use crate::wire::frame::{self, Opcode};
@@ -50,7 +54,7 @@ enum End {
 /// and the close paths are boxed, allocated when the client sends something, and
 /// dropped again as soon as everything read has been handled — an idle client (one
 /// that only answers pings now and then) pins no read buffer.
-pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes) {
+pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<Conn>, pre: Bytes) {
     // Copy the few early bytes out, so hyper's read buffer is not kept alive (even an
     // empty `pre` may share it).
     // (`hyper_pre` is moved into the block and dropped there: merely shadowing it would
@@ -63,12 +67,21 @@ pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, p
             Bytes::copy_from_slice(&hyper_pre)
         }
     };
+    // A TLS session may already hold the client's first bytes (decrypted or not) while
+    // the socket has nothing more: look before waiting for the socket.
+    let mut probe_first = conn.is_tls() && pre.is_empty();
     loop {
+        if std::mem::take(&mut probe_first) {
+            match probe(&shard, who, &conn) {
+                Some(bytes) => pre = bytes,
+                None => return,
+            }
+        }
         // `poll_read_ready`, not `readable()`: it takes over the socket's single read-waker
         // slot, which still holds hyper's waker from the handshake — and that waker keeps
         // the finished HTTP connection task (~900 B) allocated for the connection's life.
         if pre.is_empty()
-            && std::future::poll_fn(|cx| conn.poll_read_ready(cx))
+            && std::future::poll_fn(|cx| conn.socket().poll_read_ready(cx))
                 .await
                 .is_err()
         {
@@ -88,24 +101,40 @@ pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, p
         // Idle again. Readiness is only cleared by a read that would block, so probe once:
         // either the socket is drained (and the wait above really waits) or the probe's
         // bytes start the next round.
-        let mut probe = [0u8; 64];
-        match conn.try_read(&mut probe) {
-            Ok(0) => {
-                shard.remove(who);
-                return;
-            }
-            Ok(n) => pre = Bytes::copy_from_slice(&probe[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => {
-                shard.remove(who);
-                return;
-            }
+        match probe(&shard, who, &conn) {
+            Some(bytes) => pre = bytes,
+            None => return,
         }
     }
 }
 
+/// Reads what is there without waiting: the bytes (none when the read would block), or
+/// `None` when the connection ended (the client is removed).
+fn probe(shard: &Rc<Shard>, who: ClientRef, conn: &Conn) -> Option<Bytes> {
+    let mut probe = [0u8; 64];
+    let read = conn.try_read(&mut probe);
+    tls_output(shard, who, conn);
+    match read {
+        Ok(0) => {}
+        Ok(n) => return Some(Bytes::copy_from_slice(&probe[..n])),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Bytes::new()),
+        Err(_) => {}
+    }
+    shard.remove(who);
+    None
+}
+
+/// After a read: what rustls wants to send in answer goes out through the client's
+/// single writer (a no-op branch for plain connections).
+#[inline]
+fn tls_output(shard: &Rc<Shard>, who: ClientRef, conn: &Conn) {
+    if conn.tls_wants_write() {
+        shard.send_tls_output(who);
+    }
+}
+
 /// Reads until the connection ends (`false`) or everything read is handled (`true`).
-async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes) -> bool {
+async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<Conn>, pre: Bytes) -> bool {
     match read_frames(&shard, who, &conn, pre).await {
         End::Idle => return true,
         End::Gone => shard.remove(who),
@@ -132,7 +161,7 @@ async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<TcpStream>, pre: Bytes
     false
 }
 
-async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pre: Bytes) -> End {
+async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<Conn>, pre: Bytes) -> End {
     let cfg = &shard.hub.inner.config;
     let max = cfg.max_message_size;
     // Set while a fragmented message is half reassembled (its parts live in `partial`,
@@ -141,6 +170,8 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<TcpStream>, pr
     let (mut ws, _) = fastwebsockets::after_handshake_split(
         SocketRead {
             conn: conn.clone(),
+            shard,
+            who,
             pre,
             bounds: FrameBounds::default(),
             fed_any: false,
@@ -328,18 +359,19 @@ fn end_for(e: WebSocketError) -> End {
     }
 }
 
-async fn discard_input(conn: &TcpStream) {
+async fn discard_input(conn: &Conn) {
     // On the heap: a stack array here would be part of every client's reader future.
     let mut sink = vec![0u8; 4096];
     loop {
-        if conn.readable().await.is_err() {
-            return;
-        }
+        // Read first: a TLS session may hold bytes the socket's readiness knows nothing of.
         match conn.try_read(&mut sink) {
             Ok(0) => return,
-            Ok(_) => {}
+            Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return,
+        }
+        if conn.socket().readable().await.is_err() {
+            return;
         }
     }
 }
@@ -352,7 +384,9 @@ async fn discard_input(conn: &TcpStream) {
 /// parser be dropped), and the unmasked frame the parser would let through — bytes from
 /// it on are never handed over, and the next read reports it.
 struct SocketRead<'a> {
-    conn: Rc<TcpStream>,
+    conn: Rc<Conn>,
+    shard: &'a Rc<Shard>,
+    who: ClientRef,
     pre: Bytes,
     bounds: FrameBounds,
     /// Some bytes have been handed to the parser this round.
@@ -437,24 +471,20 @@ impl AsyncRead for SocketRead<'_> {
         if this.fed_any && this.bounds.at_boundary() && !this.assembling.get() {
             return Poll::Ready(Err(io::Error::other(Signal::Idle)));
         }
-        loop {
-            ready!(this.conn.poll_read_ready(cx))?;
-            let before = buf.filled().len();
-            match this.conn.try_read_buf(buf) {
-                Ok(0) => return Poll::Ready(Ok(())),
-                Ok(_) => {
-                    let good = this.admit(&buf.filled()[before..]);
-                    buf.set_filled(before + good);
-                    if let (0, Some(signal)) = (good, this.broken) {
-                        return Poll::Ready(Err(io::Error::other(signal)));
-                    }
-                    this.fed_any = true;
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let before = buf.filled().len();
+        let read = this.conn.poll_read(cx, buf);
+        tls_output(this.shard, this.who, &this.conn);
+        ready!(read)?;
+        if buf.filled().len() == before {
+            return Poll::Ready(Ok(()));
         }
+        let good = this.admit(&buf.filled()[before..]);
+        buf.set_filled(before + good);
+        if let (0, Some(signal)) = (good, this.broken) {
+            return Poll::Ready(Err(io::Error::other(signal)));
+        }
+        this.fed_any = true;
+        Poll::Ready(Ok(()))
     }
 }
 

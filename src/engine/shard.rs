@@ -31,6 +31,7 @@ use crate::engine::hub::Hub;
 use crate::engine::metrics::ShardMetrics;
 use crate::engine::pacing::Pacer;
 use crate::engine::registry::{ClientRef, Registry, Snapshot};
+use crate::engine::transport::Conn;
 use crate::wire::frame::{self, Opcode};
 
 /// Most frames taken from the inbox per dispatch round, so that a flood of publishes
@@ -59,6 +60,8 @@ pub(crate) enum Incoming {
         v1: bool,
         /// Its token's grant, when auth is configured.
         access: Option<Access>,
+        /// Its TLS session, when the embedder's server spoke TLS on it.
+        tls: Option<Box<tokio_rustls::rustls::ServerConnection>>,
     },
 }
 
@@ -331,10 +334,17 @@ impl Shard {
                 id,
                 v1,
                 access,
+                tls,
             } => {
                 let who = self.register(id, &topics, v1, access);
                 match TcpStream::from_std(stream) {
-                    Ok(stream) => self.attach(who, stream, read_buf),
+                    Ok(stream) => {
+                        let conn = match tls {
+                            Some(session) => Conn::tls(stream, *session),
+                            None => Conn::plain(stream),
+                        };
+                        self.attach(who, conn, read_buf);
+                    }
                     Err(e) => {
                         warn!(error = %e, "cannot adopt upgraded connection");
                         self.remove(who);
@@ -494,9 +504,10 @@ impl Shard {
         }
     }
 
-    /// Gives a registered client its socket and starts reading from it.
-    pub(crate) fn attach(self: &Rc<Self>, who: ClientRef, stream: TcpStream, read_buf: Bytes) {
-        let conn = Rc::new(stream);
+    /// Gives a registered client its connection and starts reading from it.
+    pub(crate) fn attach(self: &Rc<Self>, who: ClientRef, conn: Conn, read_buf: Bytes) {
+        let tls = conn.is_tls();
+        let conn = Rc::new(conn);
         let mut reg = self.registry.borrow_mut();
         let Some(client) = reg.get_mut(who) else {
             return; // removed meanwhile (shutdown); dropping the stream closes it
@@ -513,6 +524,9 @@ impl Shard {
         drop(reg);
         if flush {
             self.spawn_flusher(who);
+        } else if tls {
+            // Whatever the handshake left in rustls' send buffer (session tickets).
+            self.send_tls_output(who);
         }
     }
 
@@ -566,6 +580,12 @@ impl Shard {
     pub(crate) fn send_pong(self: &Rc<Self>, who: ClientRef, pong: &Bytes) {
         let budget = self.hub.inner.config.client_buffer;
         self.write_one(who, |c| c.send_control(pong, Control::Pong, budget));
+    }
+
+    /// Sends what a TLS client's session has to send on its own (an alert, a key
+    /// update), through the client's single writer, so that records stay in order.
+    pub(crate) fn send_tls_output(self: &Rc<Self>, who: ClientRef) {
+        self.write_one(who, Client::send_tls_output);
     }
 
     /// One write to one client outside the fan-out, and what follows from it: a flush
@@ -694,7 +714,7 @@ impl Shard {
                 self.remove(who);
                 return;
             };
-            if conn.writable().await.is_err() {
+            if conn.socket().writable().await.is_err() {
                 self.remove(who);
                 return;
             }

@@ -3,6 +3,8 @@
 //! well-behaved library refuses to send.
 #![allow(dead_code)]
 
+pub mod python;
+pub mod tls;
 pub mod v1;
 
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hubcast::{Config, Hub, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -44,6 +46,11 @@ pub fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
 }
 
 impl TestServer {
+    /// The server itself (TLS reloads).
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
     pub fn url(&self, query: &str) -> String {
         format!("ws://{}/ws{}", self.addr, query)
     }
@@ -127,7 +134,7 @@ pub fn spawn_binary_logging(
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("banner");
     let addr = line
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|a| a.parse().ok())
@@ -149,7 +156,9 @@ pub async fn connect(url: &str) -> Ws {
 }
 
 /// Next data message (text or binary payload), skipping pings/pongs; None on close/EOF.
-pub async fn next_data(ws: &mut Ws) -> Option<Vec<u8>> {
+pub async fn next_data<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Option<Vec<u8>> {
     loop {
         match within(ws.next()).await? {
             Ok(Message::Text(t)) => return Some(t.as_bytes().to_vec()),
@@ -161,7 +170,9 @@ pub async fn next_data(ws: &mut Ws) -> Option<Vec<u8>> {
 }
 
 /// Reads until the close frame and returns its code (None if the socket just ended).
-pub async fn close_code(ws: &mut Ws) -> Option<u16> {
+pub async fn close_code<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Option<u16> {
     loop {
         match within(ws.next()).await {
             Some(Ok(Message::Close(Some(f)))) => return Some(u16::from(f.code)),
@@ -171,7 +182,7 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
-pub async fn send_text(ws: &mut Ws, text: &str) {
+pub async fn send_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, text: &str) {
     within(ws.send(Message::text(text))).await.expect("send");
 }
 
