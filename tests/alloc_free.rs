@@ -14,18 +14,8 @@ use hubcast::wire::frame::{Opcode, encode};
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The allocation counter is global: the tests of this file take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[test]
 fn fan_out_allocates_nothing_per_recipient() {
-    let _turn = serial();
     const N: usize = 5_000;
     let mut reg = Registry::new();
     let t = reg.intern("t");
@@ -63,7 +53,6 @@ fn fan_out_allocates_nothing_per_recipient() {
 
 #[test]
 fn v1_fan_out_allocates_nothing_per_recipient_with_or_without_floors() {
-    let _turn = serial();
     const N: usize = 5_000;
     let mut reg = Registry::new();
     let t = reg.intern("t");

@@ -3,47 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use common::*;
-
-type FirstLine = (
-    Option<String>,
-    std::io::Lines<BufReader<std::process::ChildStdout>>,
-);
-
-/// Starts `tests/python/SCRIPT ARGS` with `HUBCAST_PYTHON`; the task yields the first line
-/// it prints (its "ready" signal) and the rest of its output.
-fn python_script(
-    script: &str,
-    args: &[&str],
-) -> (std::process::Child, tokio::task::JoinHandle<FirstLine>) {
-    let python = std::env::var("HUBCAST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(&python)
-        .arg(&path)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python} (run the tests through scripts/test): {e}")
-        });
-    let stdout = child.stdout.take().expect("stdout");
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines.next().and_then(Result::ok);
-        (ready, lines)
-    });
-    (child, lines)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_websockets_client_receives_and_publishes() {
     let server = start(|_| {});
     let mut rust_client = connect(&server.url("?topic=py")).await;
-    let (mut child, lines) = python_script("client.py", &[&server.url("?topic=py"), "3"]);
+    let (child, lines) = python_script("client.py", &[&server.url("?topic=py"), "3"]);
     let (ready, lines) = within(lines).await.expect("reader");
     assert_eq!(
         ready.as_deref(),
@@ -54,18 +20,7 @@ async fn python_websockets_client_receives_and_publishes() {
     for m in ["one", "two", big.as_str()] {
         server.hub.publish("py", m).expect("publish");
     }
-    let summary = within(tokio::task::spawn_blocking(move || {
-        lines.last().and_then(Result::ok)
-    }))
-    .await
-    .expect("join")
-    .expect("summary line");
-    let status = within(tokio::task::spawn_blocking(move || child.wait()))
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success(), "python client failed: {summary}");
-    let v: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    let v = python_summary(child, lines).await;
     assert_eq!(v["received"], serde_json::json!(["one", "two", big]));
     assert_eq!(v["echo"], "py:hello");
     assert_eq!(v["close_code"], 1000);
@@ -87,7 +42,7 @@ async fn python_websockets_v1_client_recovers_exactly_while_publishing_goes_on()
         c.history_size = 100_000;
         c.max_recovery = 100_000;
     });
-    let (mut child, lines) = python_script("v1_client.py", &[&server.url(""), "rec", "50"]);
+    let (child, lines) = python_script("v1_client.py", &[&server.url(""), "rec", "50"]);
     // Publish from before the client subscribes until it is done.
     let stop = Arc::new(AtomicBool::new(false));
     let (hub, flag) = (server.hub.clone(), stop.clone());
@@ -109,20 +64,9 @@ async fn python_websockets_v1_client_recovers_exactly_while_publishing_goes_on()
         Some("subscribed"),
         "python v1 client did not subscribe"
     );
-    let summary = within(tokio::task::spawn_blocking(move || {
-        lines.last().and_then(Result::ok)
-    }))
-    .await
-    .expect("join");
+    let v = python_summary(child, lines).await;
     stop.store(true, Ordering::Relaxed);
     publisher.join().expect("publisher");
-    let status = within(tokio::task::spawn_blocking(move || child.wait()))
-        .await
-        .expect("join")
-        .expect("wait");
-    let summary = summary.unwrap_or_default();
-    assert!(status.success(), "python v1 client failed: {summary}");
-    let v: serde_json::Value = serde_json::from_str(&summary).expect("json");
     assert_eq!(v["recovered"], true);
     assert_eq!(v["error"], 105);
     println!("python v1 client recovered {} missed messages", v["missed"]);
