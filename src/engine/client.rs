@@ -19,6 +19,18 @@ use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
+use crate::wire::extensions::Deflate;
+
+/// What a client agreed to in its opening handshake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// It speaks protocol v1 (`hubcast.v1`): it gets pushes, not plain frames.
+    pub v1: bool,
+    /// It negotiated permessage-deflate: it gets the compressed frame of each message
+    /// that has one, and may send compressed messages.
+    pub deflate: Option<Deflate>,
+}
+
 /// Lifecycle of a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -93,6 +105,8 @@ pub struct Client {
     pub(crate) has_floor: bool,
     /// Protocol v1 state; `None` for plain clients (who pay one pointer for it).
     v1: Option<Box<V1State>>,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Deflate>,
 }
 
 /// What a protocol v1 client needs beyond a plain one.
@@ -123,7 +137,19 @@ impl Client {
             reader: None,
             has_floor: false,
             v1: None,
+            deflate: None,
         }
+    }
+
+    /// A client with what its handshake negotiated (protocol v1, permessage-deflate).
+    pub fn negotiated(id: u64, topics: Box<[Arc<str>]>, n: Negotiated) -> Self {
+        let mut c = if n.v1 {
+            Client::new_v1(id, topics)
+        } else {
+            Client::new(id, topics)
+        };
+        c.deflate = n.deflate;
+        c
     }
 
     /// A client speaking protocol v1 (`hubcast.v1`): it gets pushes, not plain frames.
@@ -137,6 +163,12 @@ impl Client {
     #[inline]
     pub fn is_v1(&self) -> bool {
         self.v1.is_some()
+    }
+
+    /// permessage-deflate as negotiated, if it was.
+    #[inline]
+    pub fn deflate(&self) -> Option<Deflate> {
+        self.deflate
     }
 
     /// Whether the client is subscribed to `topic`.
@@ -210,6 +242,12 @@ impl Client {
     /// Bytes waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.queued
+    }
+
+    /// What is queued, in order (tests look at which encoding a client got).
+    #[cfg(test)]
+    pub(crate) fn queued_data(&self) -> Vec<u8> {
+        self.queue.iter().flat_map(|b| b.iter().copied()).collect()
     }
 
     /// Delivers one shared frame (or batch of frames): written directly if nothing is

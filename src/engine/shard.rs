@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::engine::client::{Client, Control, Delivery, Flushed, State};
+use crate::engine::client::{Client, Control, Delivery, Flushed, Negotiated, State};
 use crate::engine::fanout::{Outcome, Published, fan_out_batch};
 use crate::engine::hub::Hub;
 use crate::engine::metrics::ShardMetrics;
@@ -83,8 +83,8 @@ pub(crate) enum Incoming {
         read_buf: Bytes,
         topics: Vec<String>,
         id: u64,
-        /// It negotiated protocol v1.
-        v1: bool,
+        /// What its handshake negotiated.
+        negotiated: Negotiated,
     },
 }
 
@@ -342,9 +342,9 @@ impl Shard {
                 read_buf,
                 topics,
                 id,
-                v1,
+                negotiated,
             } => {
-                let who = self.register(id, &topics, v1);
+                let who = self.register(id, &topics, negotiated);
                 match TcpStream::from_std(stream) {
                     Ok(stream) => self.attach(who, stream, read_buf),
                     Err(e) => {
@@ -357,17 +357,17 @@ impl Shard {
     }
 
     /// Registers a client before its upgrade completes, so it receives every message
-    /// published after it got its `101` response. `v1`: it speaks protocol v1.
-    pub(crate) fn register(&self, id: u64, topics: &[String], v1: bool) -> ClientRef {
+    /// published after it got its `101` response, in the encodings it negotiated.
+    pub(crate) fn register(&self, id: u64, topics: &[String], negotiated: Negotiated) -> ClientRef {
         let mut reg = self.registry.borrow_mut();
         let topics = topics.iter().map(|t| reg.intern(t)).collect();
-        let client = if v1 {
-            Client::new_v1(id, topics)
-        } else {
-            Client::new(id, topics)
-        };
-        let who = reg.insert(client);
+        let who = reg.insert(Client::negotiated(id, topics, negotiated));
         self.metrics().connections.fetch_add(1, Ordering::Relaxed);
+        if negotiated.deflate.is_some() {
+            self.metrics()
+                .deflate_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.local.notify_one();
         who
     }
@@ -386,6 +386,7 @@ impl Shard {
             who,
             conn,
             read_buf,
+            client.deflate(),
         ));
         client.reader = Some(reader.abort_handle());
         drop(reg);
@@ -402,6 +403,11 @@ impl Shard {
                 reader.abort();
             }
             self.metrics().connections.fetch_sub(1, Ordering::Relaxed);
+            if client.deflate().is_some() {
+                self.metrics()
+                    .deflate_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
             self.hub.release_slot();
             self.local.notify_one();
             debug!(client = who.id, shard = self.handle.index, "client removed");
