@@ -265,6 +265,12 @@ pub struct Args {
     /// time until every subscriber has all N and checks each got exactly them.
     #[arg(long, env = "HUBCAST_LT_RECOVER", value_name = "N")]
     pub recover: Option<u64>,
+
+    /// Subscribers negotiate permessage-deflate (offering server_no_context_takeover,
+    /// which the server must accept) and inflate what arrives compressed; steps
+    /// report bytes on the wire per message.
+    #[arg(long, env = "HUBCAST_LT_DEFLATE", value_parser = BoolishValueParser::new())]
+    pub deflate: bool,
 }
 
 /// What to do after connecting.
@@ -357,6 +363,8 @@ pub struct Config {
     pub max_frame: usize,
     /// What subscribers speak.
     pub protocol: Protocol,
+    /// Subscribers negotiate permessage-deflate.
+    pub deflate: bool,
 }
 
 /// One `--server-pid` entry: a positive integer (surrounding spaces allowed).
@@ -559,6 +567,7 @@ impl Args {
             keep_going: self.keep_going,
             max_frame: self.max_frame,
             protocol: self.protocol,
+            deflate: self.deflate,
         })
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::frame::{self, MaskRng};
-use crate::handshake::{self, HandshakeError};
+use crate::handshake::{self, HandshakeError, Offer};
 use crate::target::Target;
 
 /// Bytes of unsent output above which publishers stop adding messages.
@@ -69,14 +69,14 @@ pub async fn connect_tcp(addr: SocketAddr, src: Option<IpAddr>) -> Result<TcpStr
     Ok(stream)
 }
 
-/// Connects and performs the WebSocket handshake, offering the subprotocol
-/// `protocol` when given (the server must then select it). Returns the stream
-/// and any bytes that arrived after the response head (already frames).
+/// Connects and performs the WebSocket handshake, offering what `offer` says
+/// (the server must then agree to it). Returns the stream and any bytes that
+/// arrived after the response head (already frames).
 pub async fn connect_ws(
     target: &Target,
     src: Option<IpAddr>,
     seed: u64,
-    protocol: Option<&str>,
+    offer: Offer<'_>,
 ) -> Result<(TcpStream, Vec<u8>), ConnectError> {
     let mut stream = connect_tcp(target.addr, src).await?;
     let mut rng = MaskRng::new(seed);
@@ -89,7 +89,7 @@ pub async fn connect_ws(
             &target.host_header,
             &target.path,
             &key,
-            protocol,
+            offer,
         ))
         .await
         .map_err(ConnectError::Io)?;
@@ -100,7 +100,7 @@ pub async fn connect_ws(
             return Err(ConnectError::Eof);
         }
         if let Some(head) =
-            handshake::parse_response(&buf, &key, protocol).map_err(ConnectError::Handshake)?
+            handshake::parse_response(&buf, &key, offer).map_err(ConnectError::Handshake)?
         {
             return Ok((stream, buf.split_off(head)));
         }
@@ -246,7 +246,7 @@ mod tests {
                 req
             });
             let target = Target::parse(&format!("ws://{addr}/ws?topic=x"), true).expect("target");
-            let (_stream, early) = connect_ws(&target, None, 42, None).await.expect("connect");
+            let (_stream, early) = connect_ws(&target, None, 42, Offer::default()).await.expect("connect");
             assert_eq!(early, vec![0x81, 0x02, b'h', b'i']);
             let req = server.await.expect("join");
             assert!(req.starts_with("GET /ws?topic=x HTTP/1.1\r\n"));
@@ -261,7 +261,9 @@ mod tests {
             let addr = l.local_addr().expect("addr");
             drop(l);
             let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
-            let e = connect_ws(&t, None, 1, None).await.expect_err("refused");
+            let e = connect_ws(&t, None, 1, Offer::default())
+                .await
+                .expect_err("refused");
             assert!(e.reason().starts_with("connect: "), "{}", e.reason());
 
             let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -275,9 +277,14 @@ mod tests {
                     .await;
             });
             let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
-            let e = connect_ws(&t, Some("127.0.0.2".parse().expect("ip")), 1, None)
-                .await
-                .expect_err("503");
+            let e = connect_ws(
+                &t,
+                Some("127.0.0.2".parse().expect("ip")),
+                1,
+                Offer::default(),
+            )
+            .await
+            .expect_err("503");
             assert_eq!(e.reason(), "handshake: HTTP status 503");
         });
     }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{Protocol, PublishVia};
 use crate::conn::{self, Conn, OUT_HIGH_WATER};
 use crate::frame::{self, MaskRng};
+use crate::handshake::Offer;
 use crate::http1;
 use crate::pacing;
 use crate::payload::{self, Stamp};
@@ -234,7 +235,7 @@ pub async fn connect_all(ctx: Rc<ThreadCtx>, ids: Vec<u16>, src_base: usize) -> 
                 // message would be a command, not a message to broadcast.
                 conn::with_timeout(
                     ctx.params.connect_timeout,
-                    conn::connect_ws(target, src, seed, None),
+                    conn::connect_ws(target, src, seed, Offer::default()),
                 )
                 .await
             }

@@ -24,7 +24,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::cli::{Config, Mode, Protocol, PublishVia};
 use crate::conn::{self, Conn};
+use crate::deflate::Inflate;
 use crate::frame::{self, MaskRng};
+use crate::handshake::Offer;
 use crate::pacing;
 use crate::proto::Proto;
 use crate::publisher::{self, Publisher};
@@ -62,6 +64,8 @@ pub struct Params {
     pub epoch: Instant,
     /// What subscribers speak.
     pub protocol: Protocol,
+    /// Subscribers negotiate permessage-deflate.
+    pub deflate: bool,
     /// Recovery scenario: subscriber endpoints without their `topic=`, the
     /// topic, and the topic as pushes carry it.
     pub recover: Option<RecoverParams>,
@@ -97,6 +101,7 @@ impl Params {
             max_frame: cfg.max_frame,
             epoch,
             protocol: cfg.protocol,
+            deflate: cfg.deflate,
             recover: match &cfg.mode {
                 Mode::Recover(r) => Some(RecoverParams {
                     targets: r.targets.clone(),
@@ -120,6 +125,10 @@ pub struct Live {
     pub pubs_connected: AtomicU64,
     /// Data messages received by subscribers.
     pub received: AtomicU64,
+    /// Of those, messages that arrived compressed (permessage-deflate).
+    pub compressed: AtomicU64,
+    /// Bytes subscribers read from their sockets (frames as they came over the wire).
+    pub wire_bytes: AtomicU64,
     /// Messages sent by publishers.
     pub sent: AtomicU64,
     /// Connections (subscribers and publishers) lost while not shutting down.
@@ -298,6 +307,8 @@ pub struct ThreadCtx {
     pub read_buf: RefCell<Box<[u8]>>,
     /// The thread's statistics.
     pub stats: RefCell<ThreadStats>,
+    /// The thread's inflater, shared by its permessage-deflate connections (`--deflate`).
+    pub inflate: Option<Rc<RefCell<Inflate>>>,
     /// Counters for progress.
     pub live: Arc<Live>,
     /// Live connections, and whether each is a subscriber.
@@ -315,10 +326,14 @@ pub struct ThreadCtx {
 
 impl ThreadCtx {
     fn new(params: Arc<Params>, live: Arc<Live>, seed: u64) -> Self {
+        let inflate = params
+            .deflate
+            .then(|| Rc::new(RefCell::new(Inflate::new(params.max_frame))));
         Self {
             params,
             read_buf: RefCell::new(vec![0u8; READ_BUF].into_boxed_slice()),
             stats: RefCell::new(ThreadStats::default()),
+            inflate,
             live,
             conns: RefCell::new(Vec::new()),
             rec_slots: RefCell::new(HashMap::new()),
@@ -631,7 +646,15 @@ async fn connect_subs(
             let t0 = Instant::now();
             let result = conn::with_timeout(
                 ctx.params.connect_timeout,
-                conn::connect_ws(target, src, seed, ctx.params.protocol.subprotocol()),
+                conn::connect_ws(
+                    target,
+                    src,
+                    seed,
+                    Offer {
+                        protocol: ctx.params.protocol.subprotocol(),
+                        deflate: ctx.params.deflate,
+                    },
+                ),
             )
             .await;
             drop(permit);
@@ -660,7 +683,10 @@ async fn connect_subs(
             match connected {
                 Some((stream, early)) => {
                     let conn = Rc::new(Conn::new(stream));
-                    let proto = Proto::new(seed ^ 0x5555, ctx.params.max_frame);
+                    let mut proto = Proto::new(seed ^ 0x5555, ctx.params.max_frame);
+                    if let Some(inflate) = &ctx.inflate {
+                        proto = proto.with_inflate(inflate.clone());
+                    }
                     run_connection(ctx, conn, early, role, proto, command).await;
                 }
                 None => {
