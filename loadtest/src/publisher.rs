@@ -18,7 +18,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Protocol, PublishVia};
+use crate::cli::{Filler, Protocol, PublishVia};
 use crate::conn::{self, Conn, OUT_HIGH_WATER};
 use crate::frame::{self, MaskRng};
 use crate::handshake::Offer;
@@ -165,9 +165,10 @@ impl Publisher {
         let size = ctx.params.size;
         let opcode = ctx.params.opcode;
         // Protocol v1 subscribers get JSON payloads verbatim in their pushes.
-        let write = match ctx.params.protocol {
-            Protocol::Plain => payload::write,
-            Protocol::V1 => payload::write_json,
+        let write = match (ctx.params.protocol, ctx.params.filler) {
+            (Protocol::Plain, Filler::Dots) => payload::write,
+            (Protocol::Plain, Filler::Json) => payload::write_quotes,
+            (Protocol::V1, _) => payload::write_json,
         };
         let sent_ns = ns_since(ctx.params.epoch, now);
         let first_seq = self.seq.get();

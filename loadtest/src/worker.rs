@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
-use crate::cli::{Config, Mode, Protocol, PublishVia};
+use crate::cli::{Config, Filler, Mode, Protocol, PublishVia};
 use crate::conn::{self, Conn};
 use crate::deflate::Inflate;
 use crate::frame::{self, MaskRng};
@@ -66,6 +66,8 @@ pub struct Params {
     pub protocol: Protocol,
     /// Subscribers negotiate permessage-deflate.
     pub deflate: bool,
+    /// What pads plain payloads.
+    pub filler: Filler,
     /// Recovery scenario: subscriber endpoints without their `topic=`, the
     /// topic, and the topic as pushes carry it.
     pub recover: Option<RecoverParams>,
@@ -102,6 +104,7 @@ impl Params {
             epoch,
             protocol: cfg.protocol,
             deflate: cfg.deflate,
+            filler: cfg.filler,
             recover: match &cfg.mode {
                 Mode::Recover(r) => Some(RecoverParams {
                     targets: r.targets.clone(),
