@@ -4,8 +4,11 @@
 //!   keeps a reference in its queue) — the per-recipient bookkeeping alone.
 //! - `sockets/1000`: one shared frame to 1,000 real loopback sockets, written directly
 //!   (a thread drains the peers) — bookkeeping plus one `write` per recipient.
+//! - `batch/10000`: what a shard does with a batch from its inbox — 8 messages of one
+//!   topic, looked up, joined once and handed to 10,000 queued plain clients
+//!   (`fan_out_batch`, the loop above plus the per-run work).
 //!
-//! Both print the heap allocations made per recipient during the measured fan-outs,
+//! All print the heap allocations made per recipient during the measured fan-outs,
 //! counted by a wrapping global allocator: the fan-out path must make none.
 
 use std::io::Read;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hubcast::engine::client::Client;
-use hubcast::engine::fanout::{Outcome, fan_out};
+use hubcast::engine::fanout::{Outcome, Published, fan_out, fan_out_batch};
 use hubcast::engine::registry::Registry;
 use hubcast::engine::transport::Conn;
 use hubcast::wire::frame::{Opcode, encode};
@@ -26,7 +29,7 @@ use hubcast::wire::frame::{Opcode, encode};
 mod counting;
 // The fan-out runs on the bench's thread: count that thread's allocations only (the
 // peers' drainer thread and the harness are not what is measured).
-use counting::{Counting, allocations_here as allocations};
+use counting::{Counting, allocations};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -190,5 +193,47 @@ fn sockets(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, queued, sockets);
+fn batch(c: &mut Criterion) {
+    const N: usize = 10_000;
+    const FRAMES: usize = 8;
+    let mut reg = Registry::new();
+    let topic = reg.intern("t");
+    for i in 0..N {
+        reg.insert(Client::new(i as u64, Box::new([topic.clone()])));
+    }
+    let snap = reg.rebuild();
+    let batch: Vec<Published> = (0..FRAMES)
+        .map(|_| Published::new(topic.clone(), encode(Opcode::Text, &[b'x'; 64])))
+        .collect();
+    let mut out = Outcome::default();
+    fan_out_batch(&mut reg, &snap, &batch, usize::MAX, &mut out);
+    let mut tally = Tally::default();
+    let mut g = c.benchmark_group("fanout_batch");
+    g.throughput(Throughput::Elements((N * FRAMES) as u64));
+    g.bench_function(BenchmarkId::from_parameter(N), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                for (_, c) in reg.iter_mut() {
+                    c.discard_queue();
+                }
+                out.clear();
+                let before = allocations();
+                let t = Instant::now();
+                fan_out_batch(&mut reg, &snap, &batch, usize::MAX, &mut out);
+                total += t.elapsed();
+                tally.allocs += allocations() - before;
+                tally.deliveries += out.deliveries;
+            }
+            total
+        })
+    });
+    g.finish();
+    println!(
+        "fanout_batch: {} allocations over {} deliveries",
+        tally.allocs, tally.deliveries
+    );
+}
+
+criterion_group!(benches, queued, sockets, batch);
 criterion_main!(benches);

@@ -96,8 +96,16 @@ pub struct Config {
     pub client_buffer: usize,
     /// Close code sent to a slow consumer: 1008 (policy) or 1013 (try again later).
     pub slow_consumer_code: u16,
-    /// Largest message (after reassembly of fragments) a client or publisher may send.
+    /// Largest message (after reassembly of fragments, and after inflation when it was
+    /// compressed) a client or publisher may send.
     pub max_message_size: usize,
+    /// permessage-deflate (RFC 7692): accept clients' offers, compress each large enough
+    /// message once for all of them, inflate what they compress. Off by default (see
+    /// `docs/operations.md` for why).
+    pub compression: bool,
+    /// Payloads shorter than this many bytes are sent uncompressed even to clients that
+    /// negotiated permessage-deflate (default 256).
+    pub compression_min_size: usize,
     /// Interval between pings to each client.
     pub ping_interval: Duration,
     /// A client silent for `ping_interval + pong_timeout` is closed.
@@ -168,6 +176,8 @@ impl Default for Config {
             client_buffer: 4 << 20,
             slow_consumer_code: SLOW_CONSUMER_CLOSE,
             max_message_size: 1 << 20,
+            compression: false,
+            compression_min_size: 256,
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(10),
             publish_token: None,
@@ -205,6 +215,8 @@ impl fmt::Debug for Config {
             .field("client_buffer", &self.client_buffer)
             .field("slow_consumer_code", &self.slow_consumer_code)
             .field("max_message_size", &self.max_message_size)
+            .field("compression", &self.compression)
+            .field("compression_min_size", &self.compression_min_size)
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)
             .field(

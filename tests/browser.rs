@@ -1,7 +1,9 @@
 //! The browser client (`/hubcast.js`) and the demo page (`/`) in a real headless
 //! Chromium, driven by Playwright for Python (`tests/python/browser_test.py`): subscribe
 //! through the page, receive with offsets, lose the connection, miss messages while it
-//! is down, and see them replayed after the automatic reconnect ("recovered").
+//! is down, and see them replayed after the automatic reconnect ("recovered"); with
+//! compression on, Chromium negotiates permessage-deflate and gets a large message
+//! compressed and intact.
 //!
 //! Needs Debian's `chromium` at `/usr/bin/chromium` and Playwright in the interpreter
 //! named by `HUBCAST_PYTHON`; `scripts/test` installs both. Without them this test
@@ -41,7 +43,10 @@ fn demo_page_shows_messages_and_recovers_missed_ones_after_a_lost_connection() {
          scripts/test, which installs it, or `apt-get install chromium`."
     );
     let python = std::env::var("HUBCAST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let server = start(|c| c.history_size = 1000);
+    let server = start(|c| {
+        c.history_size = 1000;
+        c.compression = true;
+    });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/browser_test.py");
     let mut child = Command::new(&python)
         .arg(script)

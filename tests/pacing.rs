@@ -26,18 +26,19 @@ fn mean_round(server: &TestServer) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_light_load_is_written_at_once_even_with_a_large_budget() {
-    // A 1 s budget: the old fixed window held every message that came within a second
-    // of a heavy round until that second was over.
-    let server = start(|c| c.coalesce = Duration::from_secs(1));
+    // A 3 s budget: the old fixed window held every message that came within it of a
+    // heavy round until it was over (here up to 3 s).
+    let server = start(|c| c.coalesce = Duration::from_secs(3));
     let mut clients = Vec::with_capacity(SUBSCRIBERS);
     for _ in 0..SUBSCRIBERS {
         clients.push(connect(&server.url("?topic=t")).await);
     }
     server.wait_connections(SUBSCRIBERS).await;
 
-    // 1.7 messages per second: fewer than two expected within the budget, so waiting
-    // would buy nothing. Each must reach the last subscriber well within the budget.
-    let gap = Duration::from_millis(600);
+    // 0.625 messages per second: fewer than two expected within the budget, so waiting
+    // would buy nothing. Each must reach the last subscriber well within the budget
+    // (the bound leaves room for a busy machine).
+    let gap = Duration::from_millis(1_600);
     let mut worst = Duration::ZERO;
     for i in 0..5 {
         let sent = Instant::now();
@@ -47,7 +48,7 @@ async fn a_light_load_is_written_at_once_even_with_a_large_budget() {
             assert_eq!(got, i.to_string().into_bytes());
         }
         worst = worst.max(sent.elapsed());
-        // Shapes the load (a message every 600 ms); nothing waits on it.
+        // Shapes the load (a message every 1.6 s); nothing waits on it.
         tokio::time::sleep(gap.saturating_sub(sent.elapsed())).await;
     }
     let round = mean_round(&server);
@@ -56,7 +57,7 @@ async fn a_light_load_is_written_at_once_even_with_a_large_budget() {
         "rounds must be heavy for this test to mean anything: mean {round} s"
     );
     assert!(
-        worst < Duration::from_millis(300),
+        worst < Duration::from_millis(1_500),
         "a message waited {worst:?} at light load"
     );
     server.stop();

@@ -10,7 +10,7 @@ use common::*;
 async fn python_websockets_client_receives_and_publishes() {
     let server = start(|_| {});
     let mut rust_client = connect(&server.url("?topic=py")).await;
-    let (mut child, lines) = python_script("client.py", &[&server.url("?topic=py"), "3"]);
+    let (child, lines) = python_script("client.py", &[&server.url("?topic=py"), "3"]);
     let (ready, lines) = within(lines).await.expect("reader");
     assert_eq!(
         ready.as_deref(),
@@ -21,18 +21,7 @@ async fn python_websockets_client_receives_and_publishes() {
     for m in ["one", "two", big.as_str()] {
         server.hub.publish("py", m).expect("publish");
     }
-    let summary = within(tokio::task::spawn_blocking(move || {
-        lines.last().and_then(Result::ok)
-    }))
-    .await
-    .expect("join")
-    .expect("summary line");
-    let status = within(tokio::task::spawn_blocking(move || child.wait()))
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success(), "python client failed: {summary}");
-    let v: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    let v = python_summary(child, lines).await;
     assert_eq!(v["received"], serde_json::json!(["one", "two", big]));
     assert_eq!(v["echo"], "py:hello");
     assert_eq!(v["close_code"], 1000);
@@ -54,7 +43,7 @@ async fn python_websockets_v1_client_recovers_exactly_while_publishing_goes_on()
         c.history_size = 100_000;
         c.max_recovery = 100_000;
     });
-    let (mut child, lines) = python_script("v1_client.py", &[&server.url(""), "rec", "50"]);
+    let (child, lines) = python_script("v1_client.py", &[&server.url(""), "rec", "50"]);
     // Publish from before the client subscribes until it is done.
     let stop = Arc::new(AtomicBool::new(false));
     let (hub, flag) = (server.hub.clone(), stop.clone());
@@ -76,20 +65,9 @@ async fn python_websockets_v1_client_recovers_exactly_while_publishing_goes_on()
         Some("subscribed"),
         "python v1 client did not subscribe"
     );
-    let summary = within(tokio::task::spawn_blocking(move || {
-        lines.last().and_then(Result::ok)
-    }))
-    .await
-    .expect("join");
+    let v = python_summary(child, lines).await;
     stop.store(true, Ordering::Relaxed);
     publisher.join().expect("publisher");
-    let status = within(tokio::task::spawn_blocking(move || child.wait()))
-        .await
-        .expect("join")
-        .expect("wait");
-    let summary = summary.unwrap_or_default();
-    assert!(status.success(), "python v1 client failed: {summary}");
-    let v: serde_json::Value = serde_json::from_str(&summary).expect("json");
     assert_eq!(v["recovered"], true);
     assert_eq!(v["error"], 105);
     println!("python v1 client recovered {} missed messages", v["missed"]);

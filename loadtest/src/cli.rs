@@ -48,6 +48,17 @@ impl Protocol {
     }
 }
 
+/// What fills a plain payload up to `--size` behind the measurement stamp.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Filler {
+    /// Dots (`hc…........`): cheapest to write; compresses ~30×.
+    #[default]
+    Dots,
+    /// A JSON object whose quotes' prices vary by message: compresses like a real
+    /// feed (see `payload::write_quotes`).
+    Json,
+}
+
 /// `--ramp START:FACTOR:MAX`: rates START, START×FACTOR, … up to MAX.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ramp {
@@ -277,6 +288,22 @@ pub struct Args {
     /// time until every subscriber has all N and checks each got exactly them.
     #[arg(long, env = "HUBCAST_LT_RECOVER", value_name = "N")]
     pub recover: Option<u64>,
+
+    /// Subscribers negotiate permessage-deflate (offering server_no_context_takeover,
+    /// which the server must accept) and inflate what arrives compressed; steps
+    /// report bytes on the wire per message.
+    #[arg(long, env = "HUBCAST_LT_DEFLATE", value_parser = BoolishValueParser::new())]
+    pub deflate: bool,
+
+    /// What pads plain payloads to --size: dots, or a JSON object of quotes whose
+    /// prices vary by message (realistic for compression; --size ≥ 64).
+    #[arg(
+        long = "payload",
+        env = "HUBCAST_LT_PAYLOAD",
+        value_enum,
+        default_value_t = Filler::Dots
+    )]
+    pub filler: Filler,
 }
 
 /// What to do after connecting.
@@ -371,6 +398,10 @@ pub struct Config {
     pub protocol: Protocol,
     /// TLS client configuration, when some URL is `wss://`.
     pub tls: Option<Arc<ClientConfig>>,
+    /// Subscribers negotiate permessage-deflate.
+    pub deflate: bool,
+    /// What pads plain payloads.
+    pub filler: Filler,
 }
 
 /// One `--server-pid` entry: a positive integer (surrounding spaces allowed).
@@ -460,6 +491,15 @@ impl Args {
             self.protocol != Protocol::V1 || self.size >= payload::JSON_STAMP_MAX,
             "--size must be at least {} with --protocol v1 (the JSON measurement stamp)",
             payload::JSON_STAMP_MAX
+        );
+        ensure!(
+            self.filler == Filler::Dots || self.protocol == Protocol::Plain,
+            "--payload json is for the plain protocol (v1 payloads are JSON already)"
+        );
+        ensure!(
+            self.filler == Filler::Dots || self.size >= payload::QUOTES_MIN,
+            "--size must be at least {} with --payload json",
+            payload::QUOTES_MIN
         );
         ensure!(
             self.pubs <= payload::MAX_PUBLISHERS,
@@ -583,6 +623,8 @@ impl Args {
             max_frame: self.max_frame,
             protocol: self.protocol,
             tls,
+            deflate: self.deflate,
+            filler: self.filler,
         })
     }
 }
@@ -651,6 +693,16 @@ mod tests {
         assert!(matches!(c.publish, PublishVia::Http { pipeline: 1, .. }));
         let c = parse(&["--pub-url", "ws://127.0.0.1:9/p"]).expect("ok");
         assert!(matches!(c.publish, PublishVia::WebSocket(t) if t.path == "/p"));
+    }
+
+    #[test]
+    fn payload_filler() {
+        assert_eq!(parse(&[]).expect("ok").filler, Filler::Dots);
+        let c = parse(&["--payload", "json", "--size", "1024"]).expect("ok");
+        assert_eq!(c.filler, Filler::Json);
+        assert!(parse(&["--payload", "json", "--size", "40"]).is_err());
+        assert!(parse(&["--payload", "json", "--protocol", "v1", "--size", "1024"]).is_err());
+        assert!(parse(&["--deflate"]).expect("ok").deflate);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::{ClientConfig, ClientConnection};
 
 use crate::frame::{self, MaskRng};
-use crate::handshake::{self, HandshakeError};
+use crate::handshake::{self, HandshakeError, Offer};
 use crate::target::Target;
 
 /// Bytes of unsent output above which publishers stop adding messages.
@@ -92,19 +92,19 @@ impl Link {
 }
 
 /// Connects and performs the WebSocket handshake (over TLS for a `wss://` target,
-/// with `tls` as the client configuration), offering the subprotocol `protocol`
-/// when given (the server must then select it). Returns the connection and any
+/// with `tls` as the client configuration), offering what `offer` says (the server
+/// must then agree to it). Returns the connection and any
 /// bytes that arrived after the response head (already frames).
 pub async fn connect_ws(
     target: &Target,
     src: Option<IpAddr>,
     seed: u64,
-    protocol: Option<&str>,
+    offer: Offer<'_>,
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<(Link, Vec<u8>), ConnectError> {
     let mut tcp = connect_tcp(target.addr, src).await?;
     let (true, Some(config)) = (target.tls, tls) else {
-        let early = ws_handshake(&mut tcp, target, seed, protocol).await?;
+        let early = ws_handshake(&mut tcp, target, seed, offer).await?;
         return Ok((Link::plain(tcp), early));
     };
     let name = crate::tls::server_name(&target.host)
@@ -113,7 +113,7 @@ pub async fn connect_ws(
         .connect(name, tcp)
         .await
         .map_err(ConnectError::Tls)?;
-    let early = ws_handshake(&mut stream, target, seed, protocol).await?;
+    let early = ws_handshake(&mut stream, target, seed, offer).await?;
     let (tcp, session) = stream.into_inner();
     Ok((
         Link {
@@ -129,7 +129,7 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     target: &Target,
     seed: u64,
-    protocol: Option<&str>,
+    offer: Offer<'_>,
 ) -> Result<Vec<u8>, ConnectError> {
     let mut rng = MaskRng::new(seed);
     let mut raw = [0u8; 16];
@@ -141,7 +141,7 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             &target.host_header,
             &target.path,
             &key,
-            protocol,
+            offer,
         ))
         .await
         .map_err(ConnectError::Io)?;
@@ -152,7 +152,7 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(ConnectError::Eof);
         }
         if let Some(head) =
-            handshake::parse_response(&buf, &key, protocol).map_err(ConnectError::Handshake)?
+            handshake::parse_response(&buf, &key, offer).map_err(ConnectError::Handshake)?
         {
             return Ok(buf.split_off(head));
         }
@@ -417,7 +417,7 @@ mod tests {
                 req
             });
             let target = Target::parse(&format!("ws://{addr}/ws?topic=x"), true).expect("target");
-            let (_stream, early) = connect_ws(&target, None, 42, None, None).await.expect("connect");
+            let (_stream, early) = connect_ws(&target, None, 42, Offer::default(), None).await.expect("connect");
             assert_eq!(early, vec![0x81, 0x02, b'h', b'i']);
             let req = server.await.expect("join");
             assert!(req.starts_with("GET /ws?topic=x HTTP/1.1\r\n"));
@@ -432,7 +432,7 @@ mod tests {
             let addr = l.local_addr().expect("addr");
             drop(l);
             let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
-            let e = connect_ws(&t, None, 1, None, None)
+            let e = connect_ws(&t, None, 1, Offer::default(), None)
                 .await
                 .expect_err("refused");
             assert!(e.reason().starts_with("connect: "), "{}", e.reason());
@@ -448,9 +448,15 @@ mod tests {
                     .await;
             });
             let t = Target::parse(&format!("ws://{addr}/"), true).expect("target");
-            let e = connect_ws(&t, Some("127.0.0.2".parse().expect("ip")), 1, None, None)
-                .await
-                .expect_err("503");
+            let e = connect_ws(
+                &t,
+                Some("127.0.0.2".parse().expect("ip")),
+                1,
+                Offer::default(),
+                None,
+            )
+            .await
+            .expect_err("503");
             assert_eq!(e.reason(), "handshake: HTTP status 503");
         });
     }

@@ -1,7 +1,7 @@
 //! WebSocket wire format (RFC 6455 §5) for the client side, and nothing else.
 //!
 //! Owns two things: the batch-friendly parser for *server* frames (unmasked;
-//! FIN/RSV/opcode byte, 7/16/64-bit payload length) and the encoder for
+//! FIN/RSV/opcode byte, 7/16/64-bit payload length; RSV1 is reported, not judged) and the encoder for
 //! *client* frames (always masked). Both work on caller-provided buffers so the
 //! hot path never allocates: the reader hands in whatever one `read()` returned
 //! and walks the frames in place; encoders append to a reused output `Vec`.
@@ -31,6 +31,9 @@ pub const MAX_SERVER_HEADER: usize = 10;
 pub struct Header {
     /// FIN bit: last fragment of a message.
     pub fin: bool,
+    /// RSV1 bit: with permessage-deflate, the first frame of a compressed message
+    /// (`proto` refuses it anywhere else, and without the extension).
+    pub rsv1: bool,
     /// Opcode (low 4 bits of the first byte).
     pub opcode: u8,
     /// Bytes taken by the header (2, 4 or 10).
@@ -54,7 +57,8 @@ impl Header {
 /// A server frame that breaks RFC 6455 (or our size limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
-    /// RSV1-3 set although no extension was negotiated.
+    /// RSV2/RSV3 set (no extension defines them), or RSV1 where permessage-deflate
+    /// does not allow it.
     ReservedBits,
     /// Server frames must not be masked (§5.1).
     MaskedServerFrame,
@@ -107,7 +111,7 @@ pub fn parse_header(buf: &[u8], max_payload: usize) -> Result<Option<Header>, Fr
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    if b0 & 0x30 != 0 {
         return Err(FrameError::ReservedBits);
     }
     if b1 & 0x80 != 0 {
@@ -150,6 +154,7 @@ pub fn parse_header(buf: &[u8], max_payload: usize) -> Result<Option<Header>, Fr
     };
     Ok(Some(Header {
         fin,
+        rsv1: b0 & 0x40 != 0,
         opcode,
         header_len,
         payload_len,
@@ -371,8 +376,12 @@ mod tests {
     #[test]
     fn rejects_protocol_violations() {
         assert_eq!(
-            next_frame(&[0x81 | 0x40, 0], 100),
+            next_frame(&[0x81 | 0x20, 0], 100),
             Err(FrameError::ReservedBits)
+        );
+        assert!(
+            matches!(next_frame(&[0x81 | 0x40, 0], 100), Ok(Next::Frame { header, .. }) if header.rsv1),
+            "RSV1 is for proto to judge"
         );
         assert_eq!(
             next_frame(&[0x81, 0x80, 0, 0, 0, 0], 100),

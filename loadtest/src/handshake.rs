@@ -3,10 +3,12 @@
 //! Owns building the `GET … Upgrade: websocket` request and validating the
 //! server's answer: status 101, `Upgrade`/`Connection` headers and the
 //! `Sec-WebSocket-Accept` digest. Bytes that follow the response head are
-//! already WebSocket frames and are handed back to the caller. No extensions
-//! (in particular no permessage-deflate) are requested, so frames arrive
-//! uncompressed and RSV bits must stay clear. A subprotocol (`hubcast.v1`) is
-//! offered only when asked for, and then the server must select it.
+//! already WebSocket frames and are handed back to the caller. Extensions are
+//! offered only with `--deflate`: then permessage-deflate with
+//! `server_no_context_takeover` ([`crate::deflate::OFFER`]), and the server
+//! must agree to exactly that; otherwise none, and any extension in the answer
+//! is an error. A subprotocol (`hubcast.v1`) is offered only when asked for,
+//! and then the server must select it.
 
 use std::fmt;
 
@@ -34,6 +36,9 @@ pub enum HandshakeError {
     BadAccept,
     /// The server picked an extension we did not offer.
     UnexpectedExtension,
+    /// We offered permessage-deflate and the server declined it, or answered in a
+    /// way we cannot use.
+    Deflate(String),
     /// We offered a subprotocol and the server did not select it: it sent no
     /// `Sec-WebSocket-Protocol` (`got` = `None`) or another one.
     Subprotocol {
@@ -53,6 +58,7 @@ impl fmt::Display for HandshakeError {
             Self::NotUpgraded => f.write_str("missing Upgrade/Connection headers"),
             Self::BadAccept => f.write_str("bad Sec-WebSocket-Accept"),
             Self::UnexpectedExtension => f.write_str("unrequested extension"),
+            Self::Deflate(why) => write!(f, "permessage-deflate not agreed: {why}"),
             Self::Subprotocol { wanted, got: None } => write!(
                 f,
                 "server did not select subprotocol {wanted} (no Sec-WebSocket-Protocol in its 101)"
@@ -80,14 +86,29 @@ pub fn accept_for(key: &str) -> String {
     B64.encode(h.finalize())
 }
 
-/// The upgrade request, offering `protocol` as `Sec-WebSocket-Protocol` when given.
-pub fn request(host: &str, path: &str, key: &str, protocol: Option<&str>) -> Vec<u8> {
-    let offer = protocol
+/// What a connection offers in its handshake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offer<'a> {
+    /// A subprotocol (`Sec-WebSocket-Protocol`) the server must select.
+    pub protocol: Option<&'a str>,
+    /// permessage-deflate ([`crate::deflate::OFFER`]), which the server must accept.
+    pub deflate: bool,
+}
+
+/// The upgrade request, with the headers of `offer`.
+pub fn request(host: &str, path: &str, key: &str, offer: Offer<'_>) -> Vec<u8> {
+    let protocol = offer
+        .protocol
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
         .unwrap_or_default();
+    let deflate = if offer.deflate {
+        format!("Sec-WebSocket-Extensions: {}\r\n", crate::deflate::OFFER)
+    } else {
+        String::new()
+    };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}{deflate}\
          User-Agent: hubcast-loadtest\r\n\r\n"
     )
     .into_bytes()
@@ -99,12 +120,12 @@ fn header_has_token(value: &[u8], token: &str) -> bool {
 }
 
 /// Validates the response head in `buf`. `Ok(None)`: need more bytes;
-/// `Ok(Some(n))`: the head is `buf[..n]`, the rest are frames. With
-/// `protocol` (the subprotocol offered), the server must have selected it.
+/// `Ok(Some(n))`: the head is `buf[..n]`, the rest are frames. The server must
+/// have agreed to what `offer` offered.
 pub fn parse_response(
     buf: &[u8],
     key: &str,
-    protocol: Option<&str>,
+    offer: Offer<'_>,
 ) -> Result<Option<usize>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
@@ -122,6 +143,7 @@ pub fn parse_response(
     }
     let (mut upgrade, mut connection, mut accept_ok) = (false, false, false);
     let mut selected: Option<&[u8]> = None;
+    let mut extensions: Option<&[u8]> = None;
     let expected = accept_for(key);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("upgrade") {
@@ -131,7 +153,10 @@ pub fn parse_response(
         } else if h.name.eq_ignore_ascii_case("sec-websocket-accept") {
             accept_ok = h.value == expected.as_bytes();
         } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions") && !h.value.is_empty() {
-            return Err(HandshakeError::UnexpectedExtension);
+            if !offer.deflate || extensions.is_some() {
+                return Err(HandshakeError::UnexpectedExtension);
+            }
+            extensions = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
             selected = Some(h.value);
         }
@@ -142,7 +167,11 @@ pub fn parse_response(
     if !accept_ok {
         return Err(HandshakeError::BadAccept);
     }
-    if let Some(wanted) = protocol
+    if offer.deflate {
+        let answer = extensions.ok_or_else(|| HandshakeError::Deflate("declined".into()))?;
+        crate::deflate::check_answer(answer).map_err(HandshakeError::Deflate)?;
+    }
+    if let Some(wanted) = offer.protocol
         && selected.map(<[u8]>::trim_ascii) != Some(wanted.as_bytes())
     {
         return Err(HandshakeError::Subprotocol {
@@ -157,6 +186,43 @@ pub fn parse_response(
 mod tests {
     use super::*;
 
+    fn v1() -> Offer<'static> {
+        Offer {
+            protocol: Some("hubcast.v1"),
+            deflate: false,
+        }
+    }
+
+    #[test]
+    fn deflate_is_offered_and_must_be_agreed() {
+        let deflate = Offer {
+            protocol: None,
+            deflate: true,
+        };
+        let r = String::from_utf8(request("h:1", "/ws", "k", deflate)).expect("utf8");
+        assert!(r.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
+        ));
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+        let with = |extra: &str| format!("{head}{extra}\r\n").into_bytes();
+        let ok =
+            with("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n");
+        assert_eq!(parse_response(&ok, key, deflate), Ok(Some(ok.len())));
+        assert_eq!(
+            parse_response(&ok, key, Offer::default()),
+            Err(HandshakeError::UnexpectedExtension),
+            "not offered"
+        );
+        let declined = with("");
+        let e = parse_response(&declined, key, deflate).expect_err("declined");
+        assert!(e.to_string().contains("not agreed: declined"), "{e}");
+        let takeover = with("Sec-WebSocket-Extensions: permessage-deflate\r\n");
+        let e = parse_response(&takeover, key, deflate).expect_err("context takeover");
+        assert!(e.to_string().contains("server_no_context_takeover"), "{e}");
+    }
+
     #[test]
     fn rfc_example_accept() {
         // RFC 6455 §1.3.
@@ -169,12 +235,13 @@ mod tests {
 
     #[test]
     fn request_shape() {
-        let r = String::from_utf8(request("h:1", "/ws?topic=t", "k", None)).expect("utf8");
+        let r =
+            String::from_utf8(request("h:1", "/ws?topic=t", "k", Offer::default())).expect("utf8");
         assert!(r.starts_with("GET /ws?topic=t HTTP/1.1\r\nHost: h:1\r\n"));
         assert!(r.contains("Sec-WebSocket-Key: k\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
         assert!(!r.contains("Sec-WebSocket-Protocol"));
-        let r = String::from_utf8(request("h:1", "/ws", "k", Some("hubcast.v1"))).expect("utf8");
+        let r = String::from_utf8(request("h:1", "/ws", "k", v1())).expect("utf8");
         assert!(r.contains("\r\nSec-WebSocket-Protocol: hubcast.v1\r\n"));
         assert!(r.ends_with("\r\n\r\n"));
     }
@@ -187,8 +254,11 @@ mod tests {
             .to_vec();
         let head = resp.len();
         resp.extend_from_slice(&[0x81, 0x01, b'x']);
-        assert_eq!(parse_response(&resp, key, None), Ok(Some(head)));
-        assert_eq!(parse_response(&resp[..head - 1], key, None), Ok(None));
+        assert_eq!(parse_response(&resp, key, Offer::default()), Ok(Some(head)));
+        assert_eq!(
+            parse_response(&resp[..head - 1], key, Offer::default()),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -198,7 +268,7 @@ mod tests {
             parse_response(
                 b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
                 key,
-                None
+                Offer::default()
             ),
             Err(HandshakeError::Status(404))
         );
@@ -207,7 +277,7 @@ mod tests {
                 b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                   Sec-WebSocket-Accept: nope\r\n\r\n",
                 key,
-                None
+                Offer::default()
             ),
             Err(HandshakeError::BadAccept)
         );
@@ -215,16 +285,17 @@ mod tests {
             parse_response(
                 b"HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
                 key,
-                None
+                Offer::default()
             ),
             Err(HandshakeError::NotUpgraded)
         );
         assert!(matches!(
-            parse_response(b"NOT HTTP\r\n\r\n", key, None),
+            parse_response(b"NOT HTTP\r\n\r\n", key, Offer::default()),
             Err(HandshakeError::Malformed(_))
         ));
         assert_eq!(
-            parse_response(&vec![b'a'; MAX_RESPONSE_HEAD + 1], key, None).map_err(|_| ()),
+            parse_response(&vec![b'a'; MAX_RESPONSE_HEAD + 1], key, Offer::default())
+                .map_err(|_| ()),
             Err(())
         );
     }
@@ -236,14 +307,14 @@ mod tests {
                     Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
         let with = |extra: &str| format!("{head}{extra}\r\n").into_bytes();
         let ok = with("Sec-WebSocket-Protocol: hubcast.v1\r\n");
+        assert_eq!(parse_response(&ok, key, v1()), Ok(Some(ok.len())));
+        // Not offered: whatever the server says is left alone (as before).
         assert_eq!(
-            parse_response(&ok, key, Some("hubcast.v1")),
+            parse_response(&ok, key, Offer::default()),
             Ok(Some(ok.len()))
         );
-        // Not offered: whatever the server says is left alone (as before).
-        assert_eq!(parse_response(&ok, key, None), Ok(Some(ok.len())));
         let none = with("");
-        let e = parse_response(&none, key, Some("hubcast.v1")).expect_err("not selected");
+        let e = parse_response(&none, key, v1()).expect_err("not selected");
         assert_eq!(
             e,
             HandshakeError::Subprotocol {
@@ -257,7 +328,7 @@ mod tests {
             "{e}"
         );
         let other = with("Sec-WebSocket-Protocol: chat\r\n");
-        let e = parse_response(&other, key, Some("hubcast.v1")).expect_err("other");
+        let e = parse_response(&other, key, v1()).expect_err("other");
         assert!(
             e.to_string().contains("\"chat\" instead of hubcast.v1"),
             "{e}"

@@ -8,6 +8,7 @@
 //! - [`handshake`] / [`conn`]: the client opening handshake; connecting; output buffers.
 //! - [`frame`] / [`proto`]: server-frame batch parser, masked client frames;
 //!   ping/pong, close handshake and fragments.
+//! - [`deflate`]: permessage-deflate (`--deflate`): the offer, the answer, inflating.
 //! - [`payload`]: the measurement stamp (step, publisher, sequence, send time):
 //!   ASCII, or a JSON array for protocol v1 runs.
 //! - [`v1`]: hubcast protocol v1 pushes (exact parser, offsets), replies, commands.
@@ -21,6 +22,7 @@
 
 pub mod cli;
 pub mod conn;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod http1;

@@ -4,12 +4,18 @@
 //! complete": walking every frame in a read, reassembling fragmented
 //! messages (only their first [`FRAG_HEAD_CAP`] bytes, which is all the
 //! measurement needs), answering pings with masked pongs, and the close
-//! handshake (echo the server's close code once, then stop parsing). It does
-//! no I/O: output frames are appended to a caller-provided buffer, so the
-//! behaviour is unit-tested without sockets.
+//! handshake (echo the server's close code once, then stop parsing). With
+//! permessage-deflate agreed (`--deflate`), compressed messages (RSV1 on their
+//! first frame) are inflated with the thread's inflater before they are handed
+//! on; RSV1 anywhere else is a protocol error. It does no I/O: output frames
+//! are appended to a caller-provided buffer, so the behaviour is unit-tested
+//! without sockets.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 
+use crate::deflate::{Inflate, InflateError};
 use crate::frame::{self, FrameError, MaskRng, Next};
 
 /// How many leading bytes of a fragmented message are kept.
@@ -24,6 +30,8 @@ pub enum ProtoError {
     UnexpectedContinuation,
     /// New data frame while a fragmented message was in progress.
     InterleavedMessage,
+    /// A compressed message that does not inflate.
+    Inflate(InflateError),
 }
 
 impl fmt::Display for ProtoError {
@@ -32,6 +40,7 @@ impl fmt::Display for ProtoError {
             Self::Frame(e) => e.fmt(f),
             Self::UnexpectedContinuation => f.write_str("unexpected continuation frame"),
             Self::InterleavedMessage => f.write_str("data frame inside a fragmented message"),
+            Self::Inflate(e) => e.fmt(f),
         }
     }
 }
@@ -41,6 +50,12 @@ impl std::error::Error for ProtoError {}
 impl From<FrameError> for ProtoError {
     fn from(e: FrameError) -> Self {
         Self::Frame(e)
+    }
+}
+
+impl From<InflateError> for ProtoError {
+    fn from(e: InflateError) -> Self {
+        Self::Inflate(e)
     }
 }
 
@@ -65,6 +80,13 @@ pub struct Proto {
     in_fragment: bool,
     frag_head: Vec<u8>,
     close_sent: bool,
+    /// permessage-deflate was agreed: the worker thread's inflater.
+    inflate: Option<Rc<RefCell<Inflate>>>,
+    /// The fragmented message in progress is compressed: its compressed bytes
+    /// so far (inflated as a whole at its last frame).
+    frag_compressed: Option<Vec<u8>>,
+    /// Compressed messages since the last [`Proto::take_compressed`].
+    compressed: u64,
 }
 
 impl Proto {
@@ -76,7 +98,22 @@ impl Proto {
             in_fragment: false,
             frag_head: Vec::new(),
             close_sent: false,
+            inflate: None,
+            frag_compressed: None,
+            compressed: 0,
         }
+    }
+
+    /// The same, on a connection that agreed to permessage-deflate: compressed
+    /// messages are inflated with `inflate` (the thread's).
+    pub fn with_inflate(mut self, inflate: Rc<RefCell<Inflate>>) -> Self {
+        self.inflate = Some(inflate);
+        self
+    }
+
+    /// Compressed messages received since the last call.
+    pub fn take_compressed(&mut self) -> u64 {
+        std::mem::take(&mut self.compressed)
     }
 
     /// Whether we already sent a close frame.
@@ -127,22 +164,49 @@ impl Proto {
                 }
             };
             pos += len;
+            let data = matches!(header.opcode, frame::OP_TEXT | frame::OP_BINARY);
+            // RFC 7692 §6.1: RSV1 only on the first frame of a data message, and only
+            // with the extension agreed.
+            if header.rsv1 && !(data && self.inflate.is_some()) {
+                return Err(FrameError::ReservedBits.into());
+            }
             match header.opcode {
                 frame::OP_TEXT | frame::OP_BINARY => {
                     if self.in_fragment {
                         return Err(ProtoError::InterleavedMessage);
                     }
-                    if header.fin {
-                        on_message(payload);
-                    } else {
-                        self.in_fragment = true;
-                        self.frag_head.clear();
-                        self.keep_head(payload);
+                    match (header.rsv1, header.fin) {
+                        (true, true) => self.inflated(payload, &mut on_message)?,
+                        (true, false) => {
+                            self.in_fragment = true;
+                            self.frag_compressed = Some(payload.to_vec());
+                        }
+                        (false, true) => on_message(payload),
+                        (false, false) => {
+                            self.in_fragment = true;
+                            self.frag_head.clear();
+                            self.keep_head(payload);
+                        }
                     }
                 }
                 frame::OP_CONT => {
                     if !self.in_fragment {
                         return Err(ProtoError::UnexpectedContinuation);
+                    }
+                    if let Some(mut parts) = self.frag_compressed.take() {
+                        if parts.len() + payload.len() > self.max_payload {
+                            return Err(
+                                FrameError::TooLarge((parts.len() + payload.len()) as u64).into()
+                            );
+                        }
+                        parts.extend_from_slice(payload);
+                        if header.fin {
+                            self.in_fragment = false;
+                            self.inflated(&parts, &mut on_message)?;
+                        } else {
+                            self.frag_compressed = Some(parts);
+                        }
+                        continue;
                     }
                     self.keep_head(payload);
                     if header.fin {
@@ -180,6 +244,21 @@ impl Proto {
             need: 0,
             close: None,
         })
+    }
+
+    /// Inflates one whole compressed message and hands it on.
+    fn inflated<F: FnMut(&[u8])>(
+        &mut self,
+        compressed: &[u8],
+        on_message: &mut F,
+    ) -> Result<(), ProtoError> {
+        let Some(inflate) = &self.inflate else {
+            return Err(FrameError::ReservedBits.into());
+        };
+        self.compressed += 1;
+        let mut inflate = inflate.borrow_mut();
+        on_message(inflate.message(compressed)?);
+        Ok(())
     }
 
     fn keep_head(&mut self, payload: &[u8]) {
@@ -332,6 +411,87 @@ mod tests {
         let o = p.process(&s, &mut out, |_| {}).expect("ok");
         assert_eq!(o.close, Some(1000));
         assert_eq!(out.len(), before);
+    }
+
+    /// A compressed server frame (RSV1 set; the sync-flush tail dropped).
+    fn compressed_frame(fin: bool, opcode: u8, compressed: &[u8]) -> Vec<u8> {
+        let mut f = sframe(fin, opcode, compressed);
+        f[0] |= 0x40;
+        f
+    }
+
+    fn deflated(data: &[u8]) -> Vec<u8> {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut c = Compress::new(Compression::fast(), false);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        c.compress_vec(data, &mut out, FlushCompress::Sync)
+            .expect("compress");
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_or_fragmented() {
+        let inflate = Rc::new(RefCell::new(Inflate::new(1 << 20)));
+        let mut p = Proto::new(1, 1 << 20).with_inflate(inflate);
+        let a = b"hc0100020000000000000100000000000012345678..........".repeat(8);
+        let z = deflated(&a);
+        let mut s = compressed_frame(true, OP_TEXT, &z);
+        s.extend(sframe(true, OP_TEXT, b"plain"));
+        s.extend(compressed_frame(false, OP_BINARY, &z[..z.len() / 2]));
+        s.extend(sframe(true, OP_PING, b"x"));
+        s.extend(sframe(true, OP_CONT, &z[z.len() / 2..]));
+        let mut out = Vec::new();
+        let mut msgs = Vec::new();
+        for chunk in [1usize, 7, 4096] {
+            msgs.clear();
+            let mut carry: Vec<u8> = Vec::new();
+            for piece in s.chunks(chunk) {
+                carry.extend_from_slice(piece);
+                let o = p
+                    .process(&carry, &mut out, |m| msgs.push(m.to_vec()))
+                    .expect("valid");
+                carry.drain(..o.consumed);
+            }
+            assert_eq!(
+                msgs,
+                vec![a.clone(), b"plain".to_vec(), a.clone()],
+                "chunk {chunk}"
+            );
+            assert_eq!(p.take_compressed(), 2);
+        }
+    }
+
+    #[test]
+    fn rsv1_without_deflate_or_off_the_first_frame_is_an_error() {
+        let z = deflated(b"hello hello hello");
+        let mut out = Vec::new();
+        let mut plain = Proto::new(1, 1 << 20);
+        assert_eq!(
+            plain.process(&compressed_frame(true, OP_TEXT, &z), &mut out, |_| {}),
+            Err(ProtoError::Frame(FrameError::ReservedBits))
+        );
+        let inflate = Rc::new(RefCell::new(Inflate::new(1 << 20)));
+        for bad in [compressed_frame(true, OP_PING, b""), {
+            let mut s = sframe(false, OP_TEXT, b"a");
+            s.extend(compressed_frame(true, OP_CONT, b"b"));
+            s
+        }] {
+            let mut p = Proto::new(1, 1 << 20).with_inflate(inflate.clone());
+            assert_eq!(
+                p.process(&bad, &mut out, |_| {}),
+                Err(ProtoError::Frame(FrameError::ReservedBits))
+            );
+        }
+        let mut p = Proto::new(1, 1 << 20).with_inflate(inflate);
+        assert_eq!(
+            p.process(
+                &compressed_frame(true, OP_TEXT, &[0xff, 0xff]),
+                &mut out,
+                |_| {}
+            ),
+            Err(ProtoError::Inflate(InflateError::Corrupt))
+        );
     }
 
     #[test]

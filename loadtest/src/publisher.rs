@@ -18,9 +18,10 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Protocol, PublishVia};
+use crate::cli::{Filler, Protocol, PublishVia};
 use crate::conn::{self, Conn, OUT_HIGH_WATER};
 use crate::frame::{self, MaskRng};
+use crate::handshake::Offer;
 use crate::http1;
 use crate::pacing;
 use crate::payload::{self, Stamp};
@@ -164,9 +165,10 @@ impl Publisher {
         let size = ctx.params.size;
         let opcode = ctx.params.opcode;
         // Protocol v1 subscribers get JSON payloads verbatim in their pushes.
-        let write = match ctx.params.protocol {
-            Protocol::Plain => payload::write,
-            Protocol::V1 => payload::write_json,
+        let write = match (ctx.params.protocol, ctx.params.filler) {
+            (Protocol::Plain, Filler::Dots) => payload::write,
+            (Protocol::Plain, Filler::Json) => payload::write_quotes,
+            (Protocol::V1, _) => payload::write_json,
         };
         let sent_ns = ns_since(ctx.params.epoch, now);
         let first_seq = self.seq.get();
@@ -234,7 +236,7 @@ pub async fn connect_all(ctx: Rc<ThreadCtx>, ids: Vec<u16>, src_base: usize) -> 
                 // message would be a command, not a message to broadcast.
                 conn::with_timeout(
                     ctx.params.connect_timeout,
-                    conn::connect_ws(target, src, seed, None, ctx.params.tls.as_ref()),
+                    conn::connect_ws(target, src, seed, Offer::default(), ctx.params.tls.as_ref()),
                 )
                 .await
             }

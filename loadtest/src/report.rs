@@ -242,6 +242,13 @@ pub struct StepReport {
     pub offset_dups: Option<u64>,
     /// First arrivals that came after the drain (counted at the end of the run).
     pub late_after_drain: u64,
+    /// Bytes subscribers read from their sockets over step + drain (frame headers,
+    /// pings and compressed payloads as they were on the wire).
+    pub wire_bytes: u64,
+    /// `wire_bytes` per message subscribers received over step + drain.
+    pub wire_bytes_per_msg: f64,
+    /// Messages subscribers received compressed (permessage-deflate) over step + drain.
+    pub compressed: u64,
     /// Unique deliveries per second (from step start to the last first arrival).
     pub deliveries_per_sec: f64,
     /// Send → receive latency of first arrivals, µs.
@@ -624,6 +631,12 @@ impl Report {
                 }
                 if let Some(h) = &st.http {
                     notes.push(format!("HTTP status: {}", tally_line(&h.status)));
+                }
+                if st.wire_bytes > 0 {
+                    notes.push(format!(
+                        "wire: {:.1} B per message received ({} of {} compressed)",
+                        st.wire_bytes_per_msg, st.compressed, st.received
+                    ));
                 }
                 if st.late_after_drain > 0 {
                     notes.push(format!(

@@ -957,6 +957,8 @@ fn run_step(
     let subs = fleet.sum(|l| &l.subs_connected);
     let sent_before = fleet.sum(|l| &l.sent);
     let recv_before = fleet.sum(|l| &l.received);
+    let wire_before = fleet.sum(|l| &l.wire_bytes);
+    let compressed_before = fleet.sum(|l| &l.compressed);
     let cpu0 = procfs::process_cpu();
     let th0 = fleet.thread_cpu_ns();
     let m0 = procfs::machine_cpu();
@@ -1017,6 +1019,9 @@ fn run_step(
     });
     progress.done();
     let snap = fleet.snapshot()?;
+    let wire_bytes = fleet.sum(|l| &l.wire_bytes) - wire_before;
+    let subscriber_msgs = fleet.sum(|l| &l.received) - recv_before;
+    let compressed = fleet.sum(|l| &l.compressed) - compressed_before;
     let cpu2 = procfs::process_cpu();
     let srv2 = server.sample()?;
 
@@ -1181,6 +1186,13 @@ fn run_step(
         offset_gaps: v1.then_some(recv.offset_gaps),
         offset_dups: v1.then_some(recv.offset_dups),
         late_after_drain: 0,
+        wire_bytes,
+        wire_bytes_per_msg: if subscriber_msgs > 0 {
+            wire_bytes as f64 / subscriber_msgs as f64
+        } else {
+            0.0
+        },
+        compressed,
         deliveries_per_sec,
         latency,
         disconnects,

@@ -308,6 +308,9 @@ fn read_small(
         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
         Err(e) => return Err(End::Error(e.to_string())),
     };
+    if matches!(role, Role::Subscriber(_)) {
+        Live::add(&ctx.live.wire_bytes, n as u64);
+    }
     let now = ctx.now_ns();
     let total = c + n;
     let (o, h) = handle(ctx, conn, role, proto, &buf[..total], now)?;
@@ -338,7 +341,11 @@ fn read_big(
     }
     match conn.read_vec(carry) {
         Ok(0) => return Err(End::Eof),
-        Ok(_) => {}
+        Ok(n) => {
+            if matches!(role, Role::Subscriber(_)) {
+                Live::add(&ctx.live.wire_bytes, n as u64);
+            }
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
         Err(e) => return Err(End::Error(e.to_string())),
@@ -377,7 +384,10 @@ fn handle(
         Role::Publisher => proto.process(data, out, |_| count += 1),
     });
     match role {
-        Role::Subscriber(_) => Live::add(&ctx.live.received, count),
+        Role::Subscriber(_) => {
+            Live::add(&ctx.live.received, count);
+            Live::add(&ctx.live.compressed, proto.take_compressed());
+        }
         Role::Publisher => ctx.stats.borrow_mut().pub_received += count,
     }
     let o = outcome.map_err(|e| End::Protocol(e.to_string()))?;

@@ -23,9 +23,11 @@ use hdrhistogram::Histogram;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_rustls::rustls::ClientConfig;
 
-use crate::cli::{Config, Mode, Protocol, PublishVia};
+use crate::cli::{Config, Filler, Mode, Protocol, PublishVia};
 use crate::conn::{self, Conn};
+use crate::deflate::Inflate;
 use crate::frame::{self, MaskRng};
+use crate::handshake::Offer;
 use crate::pacing;
 use crate::proto::Proto;
 use crate::publisher::{self, Publisher};
@@ -65,6 +67,10 @@ pub struct Params {
     pub protocol: Protocol,
     /// TLS client configuration for `wss://` endpoints.
     pub tls: Option<Arc<ClientConfig>>,
+    /// Subscribers negotiate permessage-deflate.
+    pub deflate: bool,
+    /// What pads plain payloads.
+    pub filler: Filler,
     /// Recovery scenario: subscriber endpoints without their `topic=`, the
     /// topic, and the topic as pushes carry it.
     pub recover: Option<RecoverParams>,
@@ -101,6 +107,8 @@ impl Params {
             epoch,
             protocol: cfg.protocol,
             tls: cfg.tls.clone(),
+            deflate: cfg.deflate,
+            filler: cfg.filler,
             recover: match &cfg.mode {
                 Mode::Recover(r) => Some(RecoverParams {
                     targets: r.targets.clone(),
@@ -124,6 +132,10 @@ pub struct Live {
     pub pubs_connected: AtomicU64,
     /// Data messages received by subscribers.
     pub received: AtomicU64,
+    /// Of those, messages that arrived compressed (permessage-deflate).
+    pub compressed: AtomicU64,
+    /// Bytes subscribers read from their sockets (frames as they came over the wire).
+    pub wire_bytes: AtomicU64,
     /// Messages sent by publishers.
     pub sent: AtomicU64,
     /// Connections (subscribers and publishers) lost while not shutting down.
@@ -302,6 +314,8 @@ pub struct ThreadCtx {
     pub read_buf: RefCell<Box<[u8]>>,
     /// The thread's statistics.
     pub stats: RefCell<ThreadStats>,
+    /// The thread's inflater, shared by its permessage-deflate connections (`--deflate`).
+    pub inflate: Option<Rc<RefCell<Inflate>>>,
     /// Counters for progress.
     pub live: Arc<Live>,
     /// Live connections, and whether each is a subscriber.
@@ -319,10 +333,14 @@ pub struct ThreadCtx {
 
 impl ThreadCtx {
     fn new(params: Arc<Params>, live: Arc<Live>, seed: u64) -> Self {
+        let inflate = params
+            .deflate
+            .then(|| Rc::new(RefCell::new(Inflate::new(params.max_frame))));
         Self {
             params,
             read_buf: RefCell::new(vec![0u8; READ_BUF].into_boxed_slice()),
             stats: RefCell::new(ThreadStats::default()),
+            inflate,
             live,
             conns: RefCell::new(Vec::new()),
             rec_slots: RefCell::new(HashMap::new()),
@@ -639,7 +657,10 @@ async fn connect_subs(
                     target,
                     src,
                     seed,
-                    ctx.params.protocol.subprotocol(),
+                    Offer {
+                        protocol: ctx.params.protocol.subprotocol(),
+                        deflate: ctx.params.deflate,
+                    },
                     ctx.params.tls.as_ref(),
                 ),
             )
@@ -670,7 +691,10 @@ async fn connect_subs(
             match connected {
                 Some((stream, early)) => {
                     let conn = Rc::new(Conn::new(stream));
-                    let proto = Proto::new(seed ^ 0x5555, ctx.params.max_frame);
+                    let mut proto = Proto::new(seed ^ 0x5555, ctx.params.max_frame);
+                    if let Some(inflate) = &ctx.inflate {
+                        proto = proto.with_inflate(inflate.clone());
+                    }
                     run_connection(ctx, conn, early, role, proto, command).await;
                 }
                 None => {

@@ -432,3 +432,62 @@ fn recovery_beyond_max_recovery_is_counted_not_exact() {
     );
     assert_eq!(report.summary.exit_code, 1);
 }
+
+#[test]
+fn deflate_subscribers_get_every_message_compressed_and_count_the_wire() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_server_with(hubcast::Config {
+        compression: true,
+        ..hubcast::Config::default()
+    });
+    let addr = server.local_addr();
+    let mut args = vec![
+        format!("--url=ws://{addr}/ws?topic=d"),
+        format!("--publish-http=http://{addr}/publish/d"),
+        "--deflate".into(),
+        "--size=1024".into(),
+    ];
+    // Fewer subscribers than the plain runs: inflating is real work for a debug build
+    // sharing two cores with its server.
+    args.extend(http_steady_args().into_iter().map(|a| {
+        if a == "--subs=200" {
+            "--subs=50".into()
+        } else {
+            a
+        }
+    }));
+    let report = run_loadtest(&args);
+    assert_exact(&report, 50);
+    let step = &report.steps[0];
+    // Every message was over the threshold: every one arrived compressed, and the
+    // padded stamp shrinks to a fraction of its 1,024 bytes on the wire.
+    assert_eq!(step.compressed, step.received);
+    assert!(
+        step.wire_bytes_per_msg > 10.0 && step.wire_bytes_per_msg < 300.0,
+        "{} B per message",
+        step.wire_bytes_per_msg
+    );
+    server.shutdown();
+    server.join().expect("hubcast stops");
+
+    // Without compression on the server, the offer is declined: nobody connects.
+    let server = start_server();
+    let addr = server.local_addr();
+    let report = run_loadtest(&[
+        format!("--url=ws://{addr}/ws?topic=d"),
+        "--deflate".into(),
+        "--subs=5".into(),
+        "--idle=0.1".into(),
+        "--settle=0".into(),
+    ]);
+    assert_eq!(report.connect.connected, 0);
+    let reasons: Vec<&String> = report.connect.failures.0.keys().collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("permessage-deflate not agreed")),
+        "{reasons:?}"
+    );
+    server.shutdown();
+    server.join().expect("hubcast stops");
+}

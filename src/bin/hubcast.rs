@@ -54,6 +54,13 @@ struct Args {
     /// Largest message in bytes (after reassembly) from a client or publisher; 1009 beyond.
     #[arg(long, env = "HUBCAST_MAX_MESSAGE_SIZE", default_value_t = 1 << 20)]
     max_message_size: usize,
+    /// permessage-deflate: accept clients' offers, compress each message of at least
+    /// --compression-min-size bytes once for all of them, inflate what they compress.
+    #[arg(long, env = "HUBCAST_COMPRESSION", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    compression: bool,
+    /// Payloads shorter than this (bytes) go out uncompressed even with --compression.
+    #[arg(long, env = "HUBCAST_COMPRESSION_MIN_SIZE", default_value_t = 256)]
+    compression_min_size: usize,
     /// Seconds between pings to each client.
     #[arg(long, env = "HUBCAST_PING_INTERVAL", default_value_t = 30.0)]
     ping_interval: f64,
@@ -185,6 +192,8 @@ impl Args {
             client_buffer: self.client_buffer,
             slow_consumer_code: self.slow_consumer_code,
             max_message_size: self.max_message_size,
+            compression: self.compression,
+            compression_min_size: self.compression_min_size,
             ping_interval: seconds("ping-interval", self.ping_interval)?,
             pong_timeout: seconds("pong-timeout", self.pong_timeout)?,
             publish_token: self.publish_token,

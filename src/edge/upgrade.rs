@@ -10,6 +10,10 @@
 //! right behind its handshake, which hyper has already read. Over TLS, hyper hands back
 //! the TLS stream: its socket and its rustls session (with whatever the session has
 //! buffered, both ways) go to the shard together, and hyper's bytes are plaintext.
+//!
+//! The `101` also settles what the connection speaks: protocol v1 when the client
+//! offers `hubcast.v1`, and permessage-deflate when `--compression` is on and the client
+//! offers it in a form hubcast can honour (`wire::extensions` picks the offer).
 
 // Refusals are whole HTTP responses; they are rare and not on a hot path, so returning
 // them by value is clearer than boxing.
@@ -21,7 +25,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -33,12 +37,13 @@ use tracing::debug;
 use crate::config::Admission;
 use crate::edge::auth;
 use crate::edge::origin::OriginPolicy;
+use crate::engine::client::Negotiated;
 use crate::engine::grant::{Access, AccessState};
 use crate::engine::hub::{DEFAULT_TOPIC, Hub, MAX_TOPIC_LEN};
 use crate::engine::metrics::Rejection;
 use crate::engine::shard::{Incoming, Shard};
 use crate::engine::transport::Conn;
-use crate::wire::v1;
+use crate::wire::{extensions, v1};
 
 /// Most topics one connection may join.
 pub const MAX_TOPICS: usize = 64;
@@ -274,12 +279,26 @@ fn offers_v1<B>(req: &Request<B>) -> bool {
     )
 }
 
-/// The `101` response, and whether the client speaks protocol v1: when it offers the
-/// `hubcast.v1` subprotocol, the response selects it. The request must have passed
+/// The `101` response, and what it agreed: when the client offers the `hubcast.v1`
+/// subprotocol, the response selects it; with `compression` on, it accepts the first
+/// permessage-deflate offer hubcast can honour. The request must have passed
 /// [`check_handshake`] (through [`admit`]), and the caller must have taken the
 /// request's `OnUpgrade` already.
-pub(crate) fn accept_response<B>(req: &mut Request<B>) -> Result<(Reply, bool), Reply> {
+pub(crate) fn accept_response<B>(
+    req: &mut Request<B>,
+    compression: bool,
+) -> Result<(Reply, Negotiated), Reply> {
     let v1 = offers_v1(req);
+    let deflate = compression
+        .then(|| {
+            extensions::negotiate(
+                req.headers()
+                    .get_all(SEC_WEBSOCKET_EXTENSIONS)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
+        })
+        .flatten();
     match fastwebsockets::upgrade::upgrade(req) {
         // The returned future is unused: the caller already holds hyper's `OnUpgrade`.
         Ok((resp, _)) => {
@@ -290,7 +309,13 @@ pub(crate) fn accept_response<B>(req: &mut Request<B>) -> Result<(Reply, bool), 
                     HeaderValue::from_static(v1::SUBPROTOCOL),
                 );
             }
-            Ok((resp, v1))
+            // The answer is built from fixed parameter names only.
+            let deflate = deflate.and_then(|agreed| {
+                let value = HeaderValue::from_str(&agreed.response).ok()?;
+                resp.headers_mut().insert(SEC_WEBSOCKET_EXTENSIONS, value);
+                Some(agreed.deflate)
+            });
+            Ok((resp, Negotiated { v1, deflate }))
         }
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,
@@ -361,7 +386,7 @@ impl Hub {
             Err(resp) => return resp,
         };
         let on_upgrade = hyper::upgrade::on(&mut *req);
-        let (response, v1) = match accept_response(req) {
+        let (response, negotiated) = match accept_response(req, self.config().compression) {
             Ok(r) => r,
             Err(resp) => {
                 self.inner.metrics.reject(Rejection::BadRequest);
@@ -385,7 +410,7 @@ impl Hub {
                         read_buf,
                         topics,
                         id,
-                        v1,
+                        negotiated,
                         access,
                         tls: tls.map(Box::new),
                     });
@@ -415,7 +440,7 @@ pub(crate) fn on_shard<B>(
         Err(resp) => return resp,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let (response, v1) = match accept_response(&mut req) {
+    let (response, negotiated) = match accept_response(&mut req, hub.config().compression) {
         Ok(r) => r,
         Err(resp) => {
             hub.inner.metrics.reject(Rejection::BadRequest);
@@ -423,7 +448,7 @@ pub(crate) fn on_shard<B>(
             return resp;
         }
     };
-    let who = shard.register(hub.next_client_id(), &topics, v1, access);
+    let who = shard.register(hub.next_client_id(), &topics, negotiated, access);
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
         match on_upgrade.await.ok().and_then(take_apart) {

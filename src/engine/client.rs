@@ -25,6 +25,17 @@ use tokio::task::AbortHandle;
 
 use crate::engine::grant::{Access, Grant};
 use crate::engine::transport::Conn;
+use crate::wire::extensions::Deflate;
+
+/// What a client agreed to in its opening handshake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// It speaks protocol v1 (`hubcast.v1`): it gets pushes, not plain frames.
+    pub v1: bool,
+    /// It negotiated permessage-deflate: it gets the compressed frame of each message
+    /// that has one, and may send compressed messages.
+    pub deflate: Option<Deflate>,
+}
 
 /// Lifecycle of a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +116,8 @@ pub struct Client {
     /// What the client's token allows, when auth is configured (one pointer otherwise).
     /// The fan-out never looks at it: grants are checked on commands and messages.
     pub(crate) access: Option<Box<Access>>,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Deflate>,
 }
 
 /// What a protocol v1 client needs beyond a plain one.
@@ -136,7 +149,19 @@ impl Client {
             has_floor: false,
             v1: None,
             access: None,
+            deflate: None,
         }
+    }
+
+    /// A client with what its handshake negotiated (protocol v1, permessage-deflate).
+    pub fn negotiated(id: u64, topics: Box<[Arc<str>]>, n: Negotiated) -> Self {
+        let mut c = if n.v1 {
+            Client::new_v1(id, topics)
+        } else {
+            Client::new(id, topics)
+        };
+        c.deflate = n.deflate;
+        c
     }
 
     /// A client speaking protocol v1 (`hubcast.v1`): it gets pushes, not plain frames.
@@ -183,6 +208,12 @@ impl Client {
                 .grant()
                 .is_some_and(|g| g.may_publish(topic, self.has_topic(topic), feed)),
         }
+    }
+
+    /// permessage-deflate as negotiated, if it was.
+    #[inline]
+    pub fn deflate(&self) -> Option<Deflate> {
+        self.deflate
     }
 
     /// Whether the client is subscribed to `topic`.
@@ -262,6 +293,12 @@ impl Client {
     /// Whether anything waits to go out (queue, or sealed ciphertext).
     fn has_pending(&self) -> bool {
         !self.queue.is_empty() || self.conn.as_ref().is_some_and(|c| c.sealed_bytes() > 0)
+    }
+
+    /// What is queued, in order (tests look at which encoding a client got).
+    #[cfg(test)]
+    pub(crate) fn queued_data(&self) -> Vec<u8> {
+        self.queue.iter().flat_map(|b| b.iter().copied()).collect()
     }
 
     /// Delivers one shared frame (or batch of frames): written directly if nothing is

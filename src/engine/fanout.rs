@@ -6,6 +6,14 @@
 //! out in publish order, so a client on several topics still sees each publisher's
 //! messages in order.
 //!
+//! Each message may come in up to four encodings, each made once at publish and shared
+//! by every recipient of its kind: the plain frame, its permessage-deflate compressed
+//! frame, the protocol v1 push and its compressed frame. A run is joined once per
+//! encoding that has recipients; a client that negotiated permessage-deflate gets the
+//! compressed frame of each message that has one, and the plain one otherwise (RFC 7692
+//! lets every message choose). When no message of a run was compressed, deflate clients
+//! share the plain buffer with everyone else — no second join.
+//!
 //! Per recipient the cost is a slot lookup and one non-blocking write of a shared slice:
 //! no allocation, no lock, no task wake-up. Clients whose socket is full queue a
 //! reference and are reported back for a flush task; clients over budget are reported
@@ -17,7 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::engine::client::{Client, Delivery};
-use crate::engine::registry::{ClientRef, Registry, Snapshot};
+use crate::engine::registry::{Audience, ClientRef, Registry, Snapshot};
 use crate::wire::frame::{self, Opcode};
 use crate::wire::v1;
 
@@ -39,6 +47,13 @@ pub struct Published {
     /// publish when some shard had v1 subscribers of the topic; otherwise a shard that
     /// finds some encodes it itself.
     pub push: Option<Bytes>,
+    /// The plain frame compressed (permessage-deflate, RSV1 set), made once at publish
+    /// when compression is on, the payload is large enough, some shard had deflate
+    /// clients among the topic's plain subscribers, and compressing made it smaller.
+    /// Otherwise deflate clients get the plain frame.
+    pub deflated: Option<Bytes>,
+    /// The v1 push compressed, on the same terms for the topic's deflate v1 subscribers.
+    pub push_deflated: Option<Bytes>,
 }
 
 impl Published {
@@ -51,6 +66,8 @@ impl Published {
             remote: false,
             offset: 0,
             push: None,
+            deflated: None,
+            push_deflated: None,
         }
     }
 }
@@ -70,6 +87,8 @@ pub struct Outcome {
     /// Clients whose socket failed.
     pub failed: Vec<ClientRef>,
     frames: Vec<Bytes>,
+    /// The run's compressed frames (or plain ones where a message has none).
+    deflated: Vec<Bytes>,
     /// Offsets of the run's pushes, and where each starts in the joined buffer.
     offsets: Vec<u64>,
     starts: Vec<usize>,
@@ -84,6 +103,7 @@ impl Outcome {
         self.over_budget.clear();
         self.failed.clear();
         self.frames.clear();
+        self.deflated.clear();
         self.offsets.clear();
         self.starts.clear();
     }
@@ -99,6 +119,29 @@ fn push_frame(p: &Published) -> Bytes {
         Opcode::Text,
         &v1::push(&p.topic, p.offset, opcode, &payload),
     )
+}
+
+/// Who of an audience gets the plain encoding and who the compressed one, for a run in
+/// which `compressed` says whether any message has a compressed frame: when none has,
+/// everyone gets the plain buffer.
+#[inline]
+fn split(audience: Audience<'_>, compressed: bool) -> (&[u32], &[u32]) {
+    if compressed && !audience.deflate().is_empty() {
+        (audience.uncompressed(), audience.deflate())
+    } else {
+        (audience.all(), &[])
+    }
+}
+
+/// Joins `frames` into one buffer, noting where each starts in it.
+fn join_noting_starts(frames: &[Bytes], starts: &mut Vec<usize>) -> Bytes {
+    starts.clear();
+    let mut at = 0;
+    for f in frames {
+        starts.push(at);
+        at += f.len();
+    }
+    frame::join(frames)
 }
 
 /// Delivers `batch` (in order) to the subscribers named by `snapshot`.
@@ -118,28 +161,47 @@ pub fn fan_out_batch(
         }
         let run = &batch[start..end];
         let count = run.len() as u64;
-        let plain = snapshot.plain(topic);
+        let (plain, v1) = snapshot.audiences(topic);
         if !plain.is_empty() {
-            out.frames.clear();
-            out.frames.extend(run.iter().map(|p| p.frame.clone()));
-            let joined = frame::join(&out.frames);
-            fan_out(registry, plain, &joined, count, budget, out);
-        }
-        let v1 = snapshot.v1(topic);
-        if !v1.is_empty() {
-            out.frames.clear();
-            out.offsets.clear();
-            out.starts.clear();
-            let mut at = 0;
-            for p in run {
-                let push = push_frame(p);
-                out.starts.push(at);
-                at += push.len();
-                out.offsets.push(p.offset);
-                out.frames.push(push);
+            let compressed = run.iter().any(|p| p.deflated.is_some());
+            let (raw, deflate) = split(plain, compressed);
+            if !raw.is_empty() {
+                out.frames.clear();
+                out.frames.extend(run.iter().map(|p| p.frame.clone()));
+                let joined = frame::join(&out.frames);
+                fan_out(registry, raw, &joined, count, budget, out);
             }
-            let joined = frame::join(&out.frames);
-            fan_out_v1(registry, v1, topic, &joined, budget, out);
+            if !deflate.is_empty() {
+                out.deflated.clear();
+                out.deflated.extend(
+                    run.iter()
+                        .map(|p| p.deflated.as_ref().unwrap_or(&p.frame).clone()),
+                );
+                let joined = frame::join(&out.deflated);
+                fan_out(registry, deflate, &joined, count, budget, out);
+            }
+        }
+        if !v1.is_empty() {
+            out.offsets.clear();
+            out.offsets.extend(run.iter().map(|p| p.offset));
+            out.frames.clear();
+            out.frames.extend(run.iter().map(push_frame));
+            let compressed = run.iter().any(|p| p.push_deflated.is_some());
+            let (raw, deflate) = split(v1, compressed);
+            if !raw.is_empty() {
+                let joined = join_noting_starts(&out.frames, &mut out.starts);
+                fan_out_v1(registry, raw, topic, &joined, budget, out);
+            }
+            if !deflate.is_empty() {
+                out.deflated.clear();
+                out.deflated.extend(
+                    run.iter()
+                        .zip(&out.frames)
+                        .map(|(p, push)| p.push_deflated.as_ref().unwrap_or(push).clone()),
+                );
+                let joined = join_noting_starts(&out.deflated, &mut out.starts);
+                fan_out_v1(registry, deflate, topic, &joined, budget, out);
+            }
         }
         start = end;
     }
@@ -260,6 +322,58 @@ mod tests {
             f1.len() + f2.len()
         );
         assert_eq!(reg.get_mut(rb).expect("b").queued_bytes(), f1.len());
+    }
+
+    #[test]
+    fn deflate_clients_get_the_compressed_encoding_of_each_message_that_has_one() {
+        use crate::engine::client::Negotiated;
+        use crate::wire::extensions::Deflate;
+        let mut reg = Registry::new();
+        let t = reg.intern("t");
+        let kinds = [(false, false), (false, true), (true, false), (true, true)];
+        let refs: Vec<ClientRef> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &(v1, deflate))| {
+                let n = Negotiated {
+                    v1,
+                    deflate: deflate.then(Deflate::default),
+                };
+                reg.insert(Client::negotiated(i as u64, Box::new([t.clone()]), n))
+            })
+            .collect();
+        let snap = reg.rebuild();
+        // Stand-ins for the four encodings: what matters is who gets which bytes.
+        let msg = |n: u8, compressed: bool| {
+            let mut p = Published::new(t.clone(), encode(Opcode::Text, &[b'p', n]));
+            p.offset = u64::from(n);
+            p.push = Some(encode(Opcode::Text, &[b'v', n]));
+            if compressed {
+                p.deflated = Some(encode(Opcode::Binary, &[b'P', n]));
+                p.push_deflated = Some(encode(Opcode::Binary, &[b'V', n]));
+            }
+            p
+        };
+        let got = |reg: &mut Registry, who: ClientRef| -> Vec<(u8, u8)> {
+            let data = reg.get_mut(who).expect("client").queued_data();
+            data.chunks(4).map(|f| (f[2], f[3])).collect()
+        };
+        // One run: compressed, not compressed (too small, say), compressed.
+        let run = [msg(1, true), msg(2, false), msg(3, true)];
+        let mut out = Outcome::default();
+        fan_out_batch(&mut reg, &snap, &run, usize::MAX, &mut out);
+        assert_eq!(out.deliveries, 12);
+        assert_eq!(got(&mut reg, refs[0]), [(b'p', 1), (b'p', 2), (b'p', 3)]);
+        assert_eq!(got(&mut reg, refs[1]), [(b'P', 1), (b'p', 2), (b'P', 3)]);
+        assert_eq!(got(&mut reg, refs[2]), [(b'v', 1), (b'v', 2), (b'v', 3)]);
+        assert_eq!(got(&mut reg, refs[3]), [(b'V', 1), (b'v', 2), (b'V', 3)]);
+        // A run with nothing compressed: deflate clients share the plain buffers.
+        for &r in &refs {
+            reg.get_mut(r).expect("client").discard_queue();
+        }
+        fan_out_batch(&mut reg, &snap, &[msg(4, false)], usize::MAX, &mut out);
+        assert_eq!(got(&mut reg, refs[1]), [(b'p', 4)]);
+        assert_eq!(got(&mut reg, refs[3]), [(b'v', 4)]);
     }
 
     #[test]

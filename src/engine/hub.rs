@@ -2,7 +2,10 @@
 //! or shuts down.
 //!
 //! Publishing encodes the message **once** into a `Bytes` and pushes a reference-counted
-//! clone into each shard's inbox — one hand-off per shard, never one per recipient.
+//! clone into each shard's inbox — one hand-off per shard, never one per recipient. With
+//! `--compression`, a message large enough whose topic has permessage-deflate clients
+//! is also compressed **once** here, on the publishing thread, per encoding (plain frame,
+//! v1 push) that such clients get: never per shard, never per recipient.
 //! `Hub` is cheap to clone and can be used from any thread, inside or outside a runtime.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +24,7 @@ use crate::engine::history::History;
 use crate::engine::metrics::Metrics;
 use crate::engine::shard::ShardHandle;
 use crate::error::PublishError;
+use crate::wire::deflate;
 use crate::wire::frame::{self, Opcode};
 use crate::wire::v1;
 
@@ -276,10 +280,13 @@ impl Hub {
         }
         let reserved = self.reserve_now();
         let frame = frame::encode(opcode, payload);
+        let deflated = self.deflated_twin(topic, opcode, payload);
         let topic: Arc<str> = Arc::from(topic);
         let name = topic.clone();
         let handed = history.publish_at(&name, offset, opcode, payload, Instant::now(), |epoch| {
-            self.hand_off(topic, frame, &reserved, born, remote, offset, epoch)
+            self.hand_off(
+                topic, frame, deflated, &reserved, born, remote, offset, epoch,
+            )
         });
         match handed {
             Some((result, _)) => result.map(|r| r.recipients),
@@ -372,10 +379,13 @@ impl Hub {
     ) -> (Result<Receipt, PublishError>, Published) {
         let (opcode, payload) = frame::payload_of(&frame).unwrap_or((Opcode::Text, Bytes::new()));
         let name = topic.clone();
+        let deflated = self.deflated_twin(&topic, opcode, &payload);
         self.inner
             .history
             .publish(&name, opcode, &payload, Instant::now(), |offset, epoch| {
-                self.hand_off(topic, frame, reserved, born, remote, offset, epoch)
+                self.hand_off(
+                    topic, frame, deflated, reserved, born, remote, offset, epoch,
+                )
             })
     }
 
@@ -387,6 +397,7 @@ impl Hub {
         &self,
         topic: Arc<str>,
         frame: Bytes,
+        deflated: Option<Bytes>,
         reserved: &[bool],
         born: Instant,
         remote: bool,
@@ -394,17 +405,24 @@ impl Hub {
         epoch: &Arc<str>,
     ) -> (Result<Receipt, PublishError>, Published) {
         let shards = &self.inner.shards;
-        let (mut recipients, mut v1) = (0, false);
+        let (mut recipients, mut v1, mut v1_deflate) = (0, false, false);
         for shard in shards.iter() {
             let snap = shard.snapshot.load();
-            recipients += snap.subscribers(&topic).len();
-            v1 |= !snap.v1(&topic).is_empty();
+            let (plain, pushes) = snap.audiences(&topic);
+            recipients += plain.all().len() + pushes.all().len();
+            v1 |= !pushes.is_empty();
+            v1_deflate |= !pushes.deflate().is_empty();
         }
-        let push = v1.then(|| {
+        let (mut push, mut push_deflated) = (None, None);
+        if v1 {
             let (opcode, payload) =
                 frame::payload_of(&frame).unwrap_or((Opcode::Text, Bytes::new()));
-            frame::encode(Opcode::Text, &v1::push(&topic, offset, opcode, &payload))
-        });
+            let body = v1::push(&topic, offset, opcode, &payload);
+            push = Some(frame::encode(Opcode::Text, &body));
+            if v1_deflate && self.wants_compression(body.len()) {
+                push_deflated = self.compress(Opcode::Text, &body);
+            }
+        }
         let p = Published {
             topic,
             frame,
@@ -412,6 +430,8 @@ impl Hub {
             remote,
             offset,
             push,
+            deflated,
+            push_deflated,
         };
         let mut dropped = 0;
         for (shard, got) in shards.iter().zip(reserved) {
@@ -427,6 +447,54 @@ impl Hub {
                 epoch: Arc::clone(epoch),
             });
         (receipt, p)
+    }
+
+    /// The plain frame's compressed twin, when compression is on, the payload is large
+    /// enough and some shard has plain deflate subscribers of `topic`. It does not
+    /// depend on the offset: made before the sequencer's lock, so that publishers of
+    /// one stripe compress in parallel.
+    fn deflated_twin(&self, topic: &str, opcode: Opcode, payload: &[u8]) -> Option<Bytes> {
+        if self.wants_compression(payload.len()) && self.has_plain_deflate_subscribers(topic) {
+            self.compress(opcode, payload)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a payload of `len` bytes is worth compressing (compression on, and at
+    /// least `--compression-min-size`: below it, deflate saves a few bytes at the cost
+    /// of a compressor run).
+    fn wants_compression(&self, len: usize) -> bool {
+        let cfg = &self.inner.config;
+        cfg.compression && len >= cfg.compression_min_size
+    }
+
+    /// Whether some shard's snapshot has plain subscribers of `topic` that negotiated
+    /// permessage-deflate (the v1 ones are looked at under the sequencer's lock).
+    fn has_plain_deflate_subscribers(&self, topic: &str) -> bool {
+        self.inner.shards.iter().any(|shard| {
+            let snap = shard.snapshot.load();
+            !snap.audiences(topic).0.deflate().is_empty()
+        })
+    }
+
+    /// The compressed frame of one encoding of a message, with this thread's compressor;
+    /// counted. `None` when compressing did not make it smaller.
+    fn compress(&self, opcode: Opcode, payload: &[u8]) -> Option<Bytes> {
+        let m = &self.inner.metrics.deflate;
+        let frame = deflate::deflated_frame(opcode, payload);
+        match &frame {
+            Some(f) => {
+                m.messages.fetch_add(1, Ordering::Relaxed);
+                m.bytes_in
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                m.bytes_out.fetch_add(f.len() as u64, Ordering::Relaxed);
+            }
+            None => {
+                m.incompressible.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        frame
     }
 
     /// Tells other nodes (when clustered) about a message published here. The payload

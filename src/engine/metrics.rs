@@ -18,6 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::wire::deflate::Inflater;
+
 /// Counters owned by one shard (written by its thread, read by scrapes).
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
@@ -46,6 +48,27 @@ pub struct ShardMetrics {
     pub auth_closes: AtomicU64,
     /// v1 subscribes with `since` answered `recovered: false`.
     pub unrecovered: AtomicU64,
+    /// Connections registered on this shard that negotiated permessage-deflate.
+    pub deflate_connections: AtomicU64,
+    /// Inflate states alive: clients that sent compressed messages (with context
+    /// takeover, kept for the connection's life).
+    pub inflaters: AtomicU64,
+    /// Compressed messages received from clients and inflated.
+    pub inflated_messages: AtomicU64,
+}
+
+/// Compression on the publish path, from whichever thread publishes.
+#[derive(Debug, Default)]
+pub struct DeflateMetrics {
+    /// Encodings of messages compressed (a message's plain frame and its v1 push count
+    /// apart), once each however many clients get them.
+    pub messages: AtomicU64,
+    /// Compressions that did not make the payload smaller: sent uncompressed.
+    pub incompressible: AtomicU64,
+    /// Payload bytes of the compressed encodings.
+    pub bytes_in: AtomicU64,
+    /// Bytes of their compressed frames (headers included).
+    pub bytes_out: AtomicU64,
 }
 
 /// Why an upgrade was refused; each has its own counter.
@@ -186,6 +209,8 @@ pub struct Metrics {
     pub tls_reloads: AtomicU64,
     /// Certificate reloads refused (the certificate in use was kept).
     pub tls_reload_failures: AtomicU64,
+    /// Compression at publish.
+    pub deflate: CachePadded<DeflateMetrics>,
     rejected: [AtomicU64; REJECTION_LABELS.len()],
     /// Fan-out and latency histograms.
     pub timings: Timings,
@@ -203,6 +228,7 @@ impl Metrics {
             tls_handshake_failures: AtomicU64::new(0),
             tls_reloads: AtomicU64::new(0),
             tls_reload_failures: AtomicU64::new(0),
+            deflate: CachePadded::new(DeflateMetrics::default()),
             rejected: Default::default(),
             timings: Timings::new(shards),
         }
@@ -337,6 +363,56 @@ impl Metrics {
             "counter",
             "Certificate reloads refused; the certificate in use was kept.",
             self.tls_reload_failures.load(Relaxed),
+        );
+        one(
+            "hubcast_deflate_connections",
+            "gauge",
+            "Open connections that negotiated permessage-deflate.",
+            self.sum(|s| &s.deflate_connections),
+        );
+        let d = &self.deflate;
+        one(
+            "hubcast_deflate_messages_total",
+            "counter",
+            "Message encodings compressed at publish, once each for all their recipients (plain frame and v1 push count apart).",
+            d.messages.load(Relaxed),
+        );
+        one(
+            "hubcast_deflate_incompressible_total",
+            "counter",
+            "Compressions that did not make the message smaller (sent uncompressed).",
+            d.incompressible.load(Relaxed),
+        );
+        one(
+            "hubcast_deflate_input_bytes_total",
+            "counter",
+            "Payload bytes of the compressed encodings.",
+            d.bytes_in.load(Relaxed),
+        );
+        one(
+            "hubcast_deflate_output_bytes_total",
+            "counter",
+            "Bytes of their compressed frames, headers included.",
+            d.bytes_out.load(Relaxed),
+        );
+        let inflaters = self.sum(|s| &s.inflaters);
+        one(
+            "hubcast_inflate_contexts",
+            "gauge",
+            "Clients holding an inflate window (they sent compressed messages with context takeover).",
+            inflaters,
+        );
+        one(
+            "hubcast_inflate_context_bytes",
+            "gauge",
+            "Heap held by those inflate windows.",
+            inflaters * Inflater::MEMORY as u64,
+        );
+        one(
+            "hubcast_inflated_messages_total",
+            "counter",
+            "Compressed messages received from clients.",
+            self.sum(|s| &s.inflated_messages),
         );
         let _ = writeln!(
             out,

@@ -13,8 +13,15 @@
 //! A TLS client's bytes come through its rustls session ([`Conn`]): the parser only
 //! ever sees plaintext. When reading makes rustls want to send something (an alert, a
 //! key update), the reader asks the shard's single writer to send it.
+//!
+//! permessage-deflate: the frame bounds take RSV1 off compressed frames before the parser
+//! sees them (it refuses reserved bits) and tell which messages were compressed; those
+//! are inflated here, frame by frame, with the size limit applied to the inflated bytes
+//! (a deflate bomb is refused with 1009 having cost at most the limit). The inflate
+//! state is created only for a client that sends a compressed message, counted in the
+//! metrics, and kept for the connection's life when the client uses context takeover.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
@@ -32,6 +39,8 @@ use crate::engine::shard::Shard;
 use crate::engine::transport::Conn;
 use crate::error::PublishError;
 use crate::wire::bounds::{BoundsError, Broken, FrameBounds};
+use crate::wire::deflate::{InflateError, Inflater};
+use crate::wire::extensions::Deflate;
 use crate::wire::frame::{self, Opcode};
 
 /// How a client's read side ended.
@@ -54,7 +63,16 @@ enum End {
 /// and the close paths are boxed, allocated when the client sends something, and
 /// dropped again as soon as everything read has been handled — an idle client (one
 /// that only answers pings now and then) pins no read buffer.
-pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<Conn>, pre: Bytes) {
+pub(crate) async fn run(
+    shard: Rc<Shard>,
+    who: ClientRef,
+    conn: Rc<Conn>,
+    pre: Bytes,
+    deflate: Option<Deflate>,
+) {
+    // The client's inflate window, once it sends a compressed message (boxed: an idle
+    // client's future holds one pointer).
+    let mut inflate: Option<Box<Inflating>> = None;
     // Copy the few early bytes out, so hyper's read buffer is not kept alive (even an
     // empty `pre` may share it).
     // (`hyper_pre` is moved into the block and dropped there: merely shadowing it would
@@ -93,10 +111,16 @@ pub(crate) async fn run(shard: Rc<Shard>, who: ClientRef, conn: Rc<Conn>, pre: B
             who,
             conn.clone(),
             std::mem::take(&mut pre),
+            deflate,
+            &mut inflate,
         ))
         .await;
         if !served {
             return;
+        }
+        if deflate.is_some_and(|d| d.client_no_context_takeover) {
+            // Every message starts from an empty window: nothing to keep while idle.
+            inflate = None;
         }
         // Idle again. Readiness is only cleared by a read that would block, so probe once:
         // either the socket is drained (and the wait above really waits) or the probe's
@@ -134,8 +158,15 @@ fn tls_output(shard: &Rc<Shard>, who: ClientRef, conn: &Conn) {
 }
 
 /// Reads until the connection ends (`false`) or everything read is handled (`true`).
-async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<Conn>, pre: Bytes) -> bool {
-    match read_frames(&shard, who, &conn, pre).await {
+async fn serve(
+    shard: Rc<Shard>,
+    who: ClientRef,
+    conn: Rc<Conn>,
+    pre: Bytes,
+    deflate: Option<Deflate>,
+    inflate: &mut Option<Box<Inflating>>,
+) -> bool {
+    match read_frames(&shard, who, &conn, pre, deflate, inflate).await {
         End::Idle => return true,
         End::Gone => shard.remove(who),
         End::Closed(echo) => shard.client_closed(who, &echo),
@@ -161,19 +192,36 @@ async fn serve(shard: Rc<Shard>, who: ClientRef, conn: Rc<Conn>, pre: Bytes) -> 
     false
 }
 
-async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<Conn>, pre: Bytes) -> End {
+/// A message being reassembled from fragments.
+struct Partial {
+    opcode: Opcode,
+    /// The message so far (inflated, when it is compressed).
+    buf: Vec<u8>,
+    /// Its frames are compressed: each is inflated as it arrives.
+    compressed: bool,
+}
+
+async fn read_frames(
+    shard: &Rc<Shard>,
+    who: ClientRef,
+    conn: &Rc<Conn>,
+    pre: Bytes,
+    deflate: Option<Deflate>,
+    inflate: &mut Option<Box<Inflating>>,
+) -> End {
     let cfg = &shard.hub.inner.config;
     let max = cfg.max_message_size;
     // Set while a fragmented message is half reassembled (its parts live in `partial`,
     // which this round owns): the round must not end then.
     let assembling = Cell::new(false);
+    let bounds = RefCell::new(FrameBounds::new(deflate.is_some()));
     let (mut ws, _) = fastwebsockets::after_handshake_split(
         SocketRead {
             conn: conn.clone(),
             shard,
             who,
             pre,
-            bounds: FrameBounds::default(),
+            bounds: &bounds,
             fed_any: false,
             broken: None,
             assembling: &assembling,
@@ -181,12 +229,18 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<Conn>, pre: By
         tokio::io::sink(),
         Role::Server,
     );
-    // fastwebsockets refuses frames of `>= max_message_size`; ours is inclusive.
-    ws.set_max_message_size(max.saturating_add(1));
+    // fastwebsockets refuses frames of `>= max_message_size`; ours is inclusive. A
+    // compressed frame may be a little longer than what it inflates to (stored blocks
+    // cost 5 bytes per 64 KiB): the limit that counts is checked after inflation.
+    let frame_limit = match deflate {
+        Some(_) => max.saturating_add(max / 1024 + 64),
+        None => max,
+    };
+    ws.set_max_message_size(frame_limit.saturating_add(1));
     // Close frames are checked here (`close_echo`): fastwebsockets' table of codes
     // refuses 1014, which IANA registered.
     ws.set_auto_close(false);
-    let mut partial: Option<(Opcode, Vec<u8>)> = None;
+    let mut partial: Option<Partial> = None;
     let mut obligated = |f: fastwebsockets::Frame<'_>| {
         // Only pongs come this way (close echoes are sent by `serve`, after the frame).
         // fastwebsockets answers a client's ping here and never returns it, so this is
@@ -201,13 +255,11 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<Conn>, pre: By
         assembling.set(partial.is_some());
         let f = match ws.read_frame(&mut obligated).await {
             Ok(f) => f,
-            Err(WebSocketError::IoError(e)) if is_signal(&e, Signal::Idle) => return End::Idle,
-            Err(WebSocketError::IoError(e)) if is_signal(&e, Signal::Unmasked) => {
-                return End::Violation(1002, "client frames must be masked");
-            }
-            Err(WebSocketError::IoError(e)) if is_signal(&e, Signal::ControlTooLong) => {
-                return End::Violation(1002, "control frames carry at most 125 bytes");
-            }
+            Err(WebSocketError::IoError(e)) => match signal_of(&e) {
+                Some(Signal::Idle) => return End::Idle,
+                Some(signal) => return End::Violation(1002, signal.reason()),
+                None => return End::Gone,
+            },
             Err(e) => return end_for(e),
         };
         shard.touch(who);
@@ -222,24 +274,26 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<Conn>, pre: By
             OpCode::Text => Opcode::Text,
             OpCode::Binary => Opcode::Binary,
             OpCode::Continuation => {
-                let Some((op, buf)) = partial.as_mut() else {
+                let Some(p) = partial.as_mut() else {
                     return End::Violation(1002, "continuation frame without a message");
                 };
-                if buf.len() + f.payload.len() > max {
-                    return End::Violation(1009, "message too big");
+                if p.compressed {
+                    if let Err(end) = inflate_into(shard, inflate, &f.payload, f.fin, &mut p.buf) {
+                        return end;
+                    }
+                } else {
+                    if p.buf.len() + f.payload.len() > max {
+                        return End::Violation(1009, "message too big");
+                    }
+                    p.buf.extend_from_slice(&f.payload);
                 }
-                buf.extend_from_slice(&f.payload);
                 if !f.fin {
                     continue;
                 }
-                let op = *op;
-                let Some((_, buf)) = partial.take() else {
+                let Some(p) = partial.take() else {
                     continue;
                 };
-                if op == Opcode::Text && simdutf8::basic::from_utf8(&buf).is_err() {
-                    return End::Violation(1007, "invalid UTF-8");
-                }
-                if let Err(end) = message(shard, who, op, &buf).await {
+                if let Err(end) = finish(shard, who, p, deflate, inflate).await {
                     return end;
                 }
                 continue;
@@ -248,14 +302,112 @@ async fn read_frames(shard: &Rc<Shard>, who: ClientRef, conn: &Rc<Conn>, pre: By
         if partial.is_some() {
             return End::Violation(1002, "new message before the previous one was finished");
         }
-        if f.fin {
-            // fastwebsockets has checked UTF-8 of unfragmented text already.
-            if let Err(end) = message(shard, who, opcode, &f.payload).await {
-                return end;
+        // A compressed message's first frame reached the parser as binary; the bounds
+        // know what it really is.
+        let compressed = bounds.borrow_mut().message_start();
+        let p = match compressed {
+            Some(opcode) => {
+                let mut buf = Vec::new();
+                if let Err(end) = inflate_into(shard, inflate, &f.payload, f.fin, &mut buf) {
+                    return end;
+                }
+                Partial {
+                    opcode,
+                    buf,
+                    compressed: true,
+                }
             }
-        } else {
-            partial = Some((opcode, f.payload.to_vec()));
+            None if f.payload.len() > max => return End::Violation(1009, "message too big"),
+            // fastwebsockets has checked UTF-8 of unfragmented text already.
+            None if f.fin => {
+                if let Err(end) = message(shard, who, opcode, &f.payload).await {
+                    return end;
+                }
+                continue;
+            }
+            None => Partial {
+                opcode,
+                buf: f.payload.to_vec(),
+                compressed: false,
+            },
+        };
+        if !f.fin {
+            partial = Some(p);
+        } else if let Err(end) = finish(shard, who, p, deflate, inflate).await {
+            return end;
         }
+    }
+}
+
+/// A reassembled (and perhaps inflated) message is complete: check its text and hand it
+/// on. A client without context takeover starts its next message from an empty window.
+async fn finish(
+    shard: &Rc<Shard>,
+    who: ClientRef,
+    p: Partial,
+    deflate: Option<Deflate>,
+    inflate: &mut Option<Box<Inflating>>,
+) -> Result<(), End> {
+    if p.compressed {
+        shard
+            .metrics()
+            .inflated_messages
+            .fetch_add(1, Ordering::Relaxed);
+        if deflate.is_some_and(|d| d.client_no_context_takeover)
+            && let Some(state) = inflate.as_deref_mut()
+        {
+            state.inflater.reset();
+        }
+    }
+    if p.opcode == Opcode::Text && simdutf8::basic::from_utf8(&p.buf).is_err() {
+        return Err(End::Violation(1007, "invalid UTF-8"));
+    }
+    message(shard, who, p.opcode, &p.buf).await
+}
+
+/// Inflates one frame of a compressed message into `buf`, creating the client's inflate
+/// state on its first compressed message.
+fn inflate_into(
+    shard: &Rc<Shard>,
+    inflate: &mut Option<Box<Inflating>>,
+    payload: &[u8],
+    last: bool,
+    buf: &mut Vec<u8>,
+) -> Result<(), End> {
+    let max = shard.hub.inner.config.max_message_size;
+    let state = inflate.get_or_insert_with(|| Inflating::new(shard.clone()));
+    state
+        .inflater
+        .inflate(payload, last, buf, max)
+        .map_err(|e| match e {
+            InflateError::TooBig => End::Violation(1009, "message too big"),
+            InflateError::Corrupt => End::Violation(1007, "invalid compressed data"),
+        })
+}
+
+/// One client's inflate state, counted in its shard's metrics for as long as it exists
+/// (the reader's future owns it, so an aborted reader uncounts it too).
+pub(crate) struct Inflating {
+    inflater: Inflater,
+    shard: Rc<Shard>,
+}
+
+impl Inflating {
+    fn new(shard: Rc<Shard>) -> Box<Self> {
+        shard.metrics().inflaters.fetch_add(1, Ordering::Relaxed);
+        Box::new(Inflating {
+            inflater: Inflater::new(),
+            shard,
+        })
+    }
+}
+
+impl Drop for Inflating {
+    fn drop(&mut self) {
+        self.shard
+            .metrics()
+            .inflaters
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -346,7 +498,7 @@ fn end_for(e: WebSocketError) -> End {
         E::InvalidUTF8 => End::Violation(1007, "invalid UTF-8"),
         E::InvalidCloseCode | E::InvalidCloseFrame => End::Violation(1002, "invalid close frame"),
         E::ReservedBitsNotZero => {
-            End::Violation(1002, "reserved bits set (no extensions were negotiated)")
+            End::Violation(1002, "reserved bits set that no extension defines")
         }
         E::ControlFrameFragmented | E::PingFrameTooLarge => {
             End::Violation(1002, "invalid control frame")
@@ -388,7 +540,8 @@ struct SocketRead<'a> {
     shard: &'a Rc<Shard>,
     who: ClientRef,
     pre: Bytes,
-    bounds: FrameBounds,
+    /// Shared with the round, which asks it which messages were compressed.
+    bounds: &'a RefCell<FrameBounds>,
     /// Some bytes have been handed to the parser this round.
     fed_any: bool,
     /// A frame that must not be parsed follows the bytes handed over.
@@ -398,15 +551,17 @@ struct SocketRead<'a> {
 }
 
 impl SocketRead<'_> {
-    /// Follows `chunk` through the frame bounds; returns how many of its bytes may go to
-    /// the parser (all of them, unless an unmasked frame starts inside).
-    fn admit(&mut self, chunk: &[u8]) -> usize {
-        match self.bounds.feed(chunk) {
+    /// Follows `chunk` through the frame bounds (which take RSV1 off compressed frames
+    /// in place); returns how many of its bytes may go to the parser (all of them,
+    /// unless a frame that must not be parsed starts inside).
+    fn admit(&mut self, chunk: &mut [u8]) -> usize {
+        match self.bounds.borrow_mut().feed(chunk) {
             Ok(()) => chunk.len(),
             Err(BoundsError { at, kind }) => {
                 self.broken = Some(match kind {
                     Broken::Unmasked => Signal::Unmasked,
                     Broken::ControlTooLong => Signal::ControlTooLong,
+                    Broken::Rsv1NotFirst => Signal::Rsv1NotFirst,
                 });
                 at
             }
@@ -424,24 +579,35 @@ enum Signal {
     Unmasked,
     /// The next frame is a control frame over 125 bytes.
     ControlTooLong,
+    /// The next frame carries RSV1 but does not start a data message.
+    Rsv1NotFirst,
+}
+
+impl Signal {
+    /// The close reason of a frame that must not be parsed.
+    fn reason(self) -> &'static str {
+        match self {
+            Signal::Idle => "idle",
+            Signal::Unmasked => "client frames must be masked",
+            Signal::ControlTooLong => "control frames carry at most 125 bytes",
+            Signal::Rsv1NotFirst => "RSV1 set on a frame that does not start a message",
+        }
+    }
 }
 
 impl std::fmt::Display for Signal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Signal::Idle => "idle",
-            Signal::Unmasked => "unmasked client frame",
-            Signal::ControlTooLong => "control frame over 125 bytes",
-        })
+        f.write_str(self.reason())
     }
 }
 
 impl std::error::Error for Signal {}
 
-fn is_signal(e: &io::Error, signal: Signal) -> bool {
+/// The signal an I/O error from [`SocketRead`] carries, if it is one.
+fn signal_of(e: &io::Error) -> Option<Signal> {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<Signal>())
-        .is_some_and(|s| *s == signal)
+        .copied()
 }
 
 impl AsyncRead for SocketRead<'_> {
@@ -457,18 +623,20 @@ impl AsyncRead for SocketRead<'_> {
         if !this.pre.is_empty() {
             let n = this.pre.len().min(buf.remaining());
             let pre = this.pre.split_to(n);
-            let good = this.admit(&pre);
+            let before = buf.filled().len();
+            buf.put_slice(&pre);
+            let good = this.admit(&mut buf.filled_mut()[before..]);
+            buf.set_filled(before + good);
             if let (0, Some(signal)) = (good, this.broken) {
                 return Poll::Ready(Err(io::Error::other(signal)));
             }
-            buf.put_slice(&pre[..good]);
             this.fed_any = true;
             return Poll::Ready(Ok(()));
         }
         // The parser wants more bytes, and every byte it got so far belongs to complete
         // frames it has handled: its buffer is empty. Rather than wait (pinning that
         // buffer), end the round; the caller drops the parser and waits for the socket.
-        if this.fed_any && this.bounds.at_boundary() && !this.assembling.get() {
+        if this.fed_any && this.bounds.borrow().at_boundary() && !this.assembling.get() {
             return Poll::Ready(Err(io::Error::other(Signal::Idle)));
         }
         let before = buf.filled().len();
@@ -478,7 +646,7 @@ impl AsyncRead for SocketRead<'_> {
         if buf.filled().len() == before {
             return Poll::Ready(Ok(()));
         }
-        let good = this.admit(&buf.filled()[before..]);
+        let good = this.admit(&mut buf.filled_mut()[before..]);
         buf.set_filled(before + good);
         if let (0, Some(signal)) = (good, this.broken) {
             return Poll::Ready(Err(io::Error::other(signal)));

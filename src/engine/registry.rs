@@ -28,12 +28,53 @@ pub struct ClientRef {
 }
 
 /// The subscribers of one topic: plain clients' slab keys, then protocol v1 clients'
-/// (they get another encoding of each message).
+/// (they get another encoding of each message); within each, the clients without
+/// permessage-deflate first, then those with it (they get the compressed frame).
 #[derive(Debug)]
 struct Subscribers {
     keys: Box<[u32]>,
+    /// Where the plain clients with permessage-deflate start in `keys`.
+    deflate_from: usize,
     /// Where the v1 clients start in `keys`.
     v1_from: usize,
+    /// Where the v1 clients with permessage-deflate start in `keys`.
+    v1_deflate_from: usize,
+}
+
+/// The subscribers of one topic who get one encoding of its messages (the plain frame,
+/// or the v1 push): first those without permessage-deflate, then those with it, who get
+/// the compressed frame when the message has one. One slice, so that when a message
+/// went uncompressed everyone is served from the same buffer in one go.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Audience<'a> {
+    keys: &'a [u32],
+    deflate_from: usize,
+}
+
+impl<'a> Audience<'a> {
+    /// Every client of this encoding.
+    #[inline]
+    pub fn all(&self) -> &'a [u32] {
+        self.keys
+    }
+
+    /// Those without permessage-deflate.
+    #[inline]
+    pub fn uncompressed(&self) -> &'a [u32] {
+        &self.keys[..self.deflate_from]
+    }
+
+    /// Those with permessage-deflate.
+    #[inline]
+    pub fn deflate(&self) -> &'a [u32] {
+        &self.keys[self.deflate_from..]
+    }
+
+    /// Whether nobody gets this encoding.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// Who listens to what on one shard, at one moment. Immutable once built.
@@ -60,6 +101,28 @@ impl Snapshot {
     #[inline]
     pub fn v1(&self, topic: &str) -> &[u32] {
         self.topics.get(topic).map_or(&[], |s| &s.keys[s.v1_from..])
+    }
+
+    /// The subscribers of `topic` by encoding, with one lookup: those who get the plain
+    /// frame and those who get the v1 push.
+    #[inline]
+    pub fn audiences(&self, topic: &str) -> (Audience<'_>, Audience<'_>) {
+        match self.topics.get(topic) {
+            None => Default::default(),
+            Some(s) => {
+                let (plain, v1) = s.keys.split_at(s.v1_from);
+                (
+                    Audience {
+                        keys: plain,
+                        deflate_from: s.deflate_from,
+                    },
+                    Audience {
+                        keys: v1,
+                        deflate_from: s.v1_deflate_from - s.v1_from,
+                    },
+                )
+            }
+        }
     }
 
     /// Clients registered when the snapshot was built.
@@ -205,27 +268,24 @@ impl Registry {
         }
         // Topic names are interned, so one topic is one pointer: group by address, and
         // skip even that lookup while consecutive clients share a topic (the common case).
-        // Per topic: plain keys, v1 keys.
-        let mut groups: Vec<(Arc<str>, Vec<u32>, Vec<u32>)> = Vec::new();
+        // Per topic: plain keys, plain with deflate, v1, v1 with deflate.
+        let mut groups: Vec<(Arc<str>, [Vec<u32>; 4])> = Vec::new();
         let mut index: HashMap<*const u8, usize> = HashMap::new();
         let mut last: Option<(*const u8, usize)> = None;
         for (key, slot) in self.slots.iter() {
             let Slot::Live(c) = slot else { continue };
+            let kind = usize::from(c.is_v1()) * 2 + usize::from(c.deflate().is_some());
             for t in c.topics.iter() {
                 let ptr = t.as_ptr();
                 let g = match last {
                     Some((p, g)) if p == ptr => g,
                     _ => *index.entry(ptr).or_insert_with(|| {
-                        groups.push((t.clone(), Vec::new(), Vec::new()));
+                        groups.push((t.clone(), Default::default()));
                         groups.len() - 1
                     }),
                 };
                 last = Some((ptr, g));
-                if c.is_v1() {
-                    groups[g].2.push(key as u32);
-                } else {
-                    groups[g].1.push(key as u32);
-                }
+                groups[g].1[kind].push(key as u32);
             }
         }
         // Topics nobody holds any more are forgotten.
@@ -234,11 +294,21 @@ impl Registry {
         Snapshot {
             topics: groups
                 .into_iter()
-                .map(|(topic, mut keys, v1)| {
+                .map(|(topic, [mut keys, deflate, v1, v1_deflate])| {
+                    let deflate_from = keys.len();
+                    keys.extend_from_slice(&deflate);
                     let v1_from = keys.len();
                     keys.extend_from_slice(&v1);
+                    let v1_deflate_from = keys.len();
+                    keys.extend_from_slice(&v1_deflate);
                     let keys = keys.into_boxed_slice();
-                    (topic, Subscribers { keys, v1_from })
+                    let s = Subscribers {
+                        keys,
+                        deflate_from,
+                        v1_from,
+                        v1_deflate_from,
+                    };
+                    (topic, s)
                 })
                 .collect(),
             connections: self.live,
@@ -292,6 +362,37 @@ mod tests {
             "id check guards reused slots (key {})",
             newer.key
         );
+    }
+
+    #[test]
+    fn audiences_split_by_protocol_then_deflate() {
+        use crate::engine::client::Negotiated;
+        use crate::wire::extensions::Deflate;
+        let mut reg = Registry::new();
+        let t = reg.intern("t");
+        let mut keys = Vec::new();
+        // Interleaved kinds: plain, v1+deflate, plain+deflate, v1, and again.
+        for id in 0..8u64 {
+            let n = Negotiated {
+                v1: id % 4 == 1 || id % 4 == 3,
+                deflate: (id % 4 == 1 || id % 4 == 2).then(Deflate::default),
+            };
+            keys.push(
+                reg.insert(Client::negotiated(id, Box::new([t.clone()]), n))
+                    .key as u32,
+            );
+        }
+        let snap = reg.rebuild();
+        let (plain, v1) = snap.audiences("t");
+        assert_eq!(plain.uncompressed(), &[keys[0], keys[4]]);
+        assert_eq!(plain.deflate(), &[keys[2], keys[6]]);
+        assert_eq!(plain.all(), snap.plain("t"));
+        assert_eq!(v1.uncompressed(), &[keys[3], keys[7]]);
+        assert_eq!(v1.deflate(), &[keys[1], keys[5]]);
+        assert_eq!(v1.all(), snap.v1("t"));
+        assert_eq!(snap.subscribers("t").len(), 8);
+        let (none, none_v1) = snap.audiences("other");
+        assert!(none.is_empty() && none_v1.is_empty() && none.deflate().is_empty());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::engine::client::{Client, Control, Delivery, Flushed, State};
+use crate::engine::client::{Client, Control, Delivery, Flushed, Negotiated, State};
 use crate::engine::fanout::{Outcome, Published, fan_out_batch};
 use crate::engine::grant::{self, Access, AccessState};
 use crate::engine::hub::Hub;
@@ -56,8 +56,8 @@ pub(crate) enum Incoming {
         read_buf: Bytes,
         topics: Vec<String>,
         id: u64,
-        /// It negotiated protocol v1.
-        v1: bool,
+        /// What its handshake negotiated.
+        negotiated: Negotiated,
         /// Its token's grant, when auth is configured.
         access: Option<Access>,
         /// Its TLS session, when the embedder's server spoke TLS on it.
@@ -332,11 +332,11 @@ impl Shard {
                 read_buf,
                 topics,
                 id,
-                v1,
+                negotiated,
                 access,
                 tls,
             } => {
-                let who = self.register(id, &topics, v1, access);
+                let who = self.register(id, &topics, negotiated, access);
                 match TcpStream::from_std(stream) {
                     Ok(stream) => {
                         let conn = match tls {
@@ -355,22 +355,18 @@ impl Shard {
     }
 
     /// Registers a client before its upgrade completes, so it receives every message
-    /// published after it got its `101` response. `v1`: it speaks protocol v1.
+    /// published after it got its `101` response, in the encodings it negotiated.
     /// `access`: what its token allows, when auth is configured; its deadline is set.
     pub(crate) fn register(
         &self,
         id: u64,
         topics: &[String],
-        v1: bool,
+        negotiated: Negotiated,
         access: Option<Access>,
     ) -> ClientRef {
         let mut reg = self.registry.borrow_mut();
         let topics = topics.iter().map(|t| reg.intern(t)).collect();
-        let mut client = if v1 {
-            Client::new_v1(id, topics)
-        } else {
-            Client::new(id, topics)
-        };
+        let mut client = Client::negotiated(id, topics, negotiated);
         let deadline = access.as_ref().map(|a| a.armed);
         client.access = access.map(Box::new);
         let who = reg.insert(client);
@@ -379,6 +375,11 @@ impl Shard {
             self.push_deadline(who, at);
         }
         self.metrics().connections.fetch_add(1, Ordering::Relaxed);
+        if negotiated.deflate.is_some() {
+            self.metrics()
+                .deflate_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.local.notify_one();
         who
     }
@@ -519,6 +520,7 @@ impl Shard {
             who,
             conn,
             read_buf,
+            client.deflate(),
         ));
         client.reader = Some(reader.abort_handle());
         drop(reg);
@@ -538,6 +540,11 @@ impl Shard {
                 reader.abort();
             }
             self.metrics().connections.fetch_sub(1, Ordering::Relaxed);
+            if client.deflate().is_some() {
+                self.metrics()
+                    .deflate_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
             self.hub.release_slot();
             self.local.notify_one();
             debug!(

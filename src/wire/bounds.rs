@@ -9,6 +9,19 @@
 //!
 //! It is also where an unmasked client frame is caught. RFC 6455 §5.1: a server must
 //! close the connection when a client frame is not masked; fastwebsockets does not check.
+//!
+//! And it is where permessage-deflate's RSV1 bit is taken off compressed frames before
+//! the parser sees them: fastwebsockets refuses every reserved bit, and it checks the
+//! UTF-8 of a text frame that is in fact compressed. On a connection that negotiated
+//! the extension, the first frame of a compressed message has its RSV1 cleared and its
+//! opcode turned into binary in place, and the bounds remember, in order, which
+//! messages were compressed and whether they were text ([`FrameBounds::message_start`]).
+//! RSV1 anywhere else is refused here, and without the extension the parser refuses it.
+
+use std::collections::VecDeque;
+
+use crate::wire::deflate::RSV1;
+use crate::wire::frame::Opcode;
 
 /// A frame the stream must not go past, starting `at` bytes into the chunk fed (0 when
 /// its header began in an earlier chunk).
@@ -28,6 +41,9 @@ pub(crate) enum Broken {
     /// A control frame with more than 125 bytes of payload (RFC 6455 §5.5); fastwebsockets
     /// checks this for pings only.
     ControlTooLong,
+    /// RSV1 on a continuation or control frame of a permessage-deflate connection
+    /// (RFC 7692 §6.1: only the first frame of a data message may carry it).
+    Rsv1NotFirst,
 }
 
 /// Follows frame boundaries through a client's byte stream.
@@ -40,17 +56,49 @@ pub(crate) struct FrameBounds {
     payload_left: u64,
     /// The header is complete and the payload is being skipped.
     in_payload: bool,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
+    /// Message starts (text or binary frames) seen in the stream so far.
+    starts_seen: u64,
+    /// Message starts the parser has returned so far ([`FrameBounds::message_start`]).
+    starts_read: u64,
+    /// Of the message starts seen, the compressed ones (by number) and their opcode.
+    compressed: VecDeque<(u64, Opcode)>,
 }
 
 impl FrameBounds {
+    /// Bounds for a connection that negotiated permessage-deflate (`deflate`) or not.
+    pub(crate) fn new(deflate: bool) -> Self {
+        FrameBounds {
+            deflate,
+            ..FrameBounds::default()
+        }
+    }
+
+    /// The parser returned the next text or binary frame: whether it starts a compressed
+    /// message, and then the message's real opcode (the frame itself was turned into a
+    /// binary one).
+    pub(crate) fn message_start(&mut self) -> Option<Opcode> {
+        let n = self.starts_read;
+        self.starts_read += 1;
+        match self.compressed.front() {
+            Some(&(at, opcode)) if at == n => {
+                self.compressed.pop_front();
+                Some(opcode)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether every byte fed so far belongs to complete frames.
     pub(crate) fn at_boundary(&self) -> bool {
         self.head_len == 0 && !self.in_payload
     }
 
-    /// Follows `chunk`, the next bytes of the stream. On an unmasked frame, returns where
-    /// it starts: the bytes before it are complete, valid-so-far frames.
-    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), BoundsError> {
+    /// Follows `chunk`, the next bytes of the stream, taking RSV1 off compressed frames
+    /// in place. On a frame that must not be parsed, returns where it starts: the bytes
+    /// before it are complete, valid-so-far frames.
+    pub(crate) fn feed(&mut self, chunk: &mut [u8]) -> Result<(), BoundsError> {
         let mut i = 0;
         while i < chunk.len() {
             if self.in_payload {
@@ -64,6 +112,10 @@ impl FrameBounds {
                 continue;
             }
             let start = i - self.head_len.min(i);
+            if self.head_len == 0 {
+                self.first_byte(&mut chunk[i])
+                    .map_err(|kind| BoundsError { at: i, kind })?;
+            }
             self.head[self.head_len] = chunk[i];
             self.head_len += 1;
             i += 1;
@@ -86,6 +138,28 @@ impl FrameBounds {
                 self.payload_left = len;
                 self.in_payload = len > 0;
             }
+        }
+        Ok(())
+    }
+
+    /// A frame's first byte (FIN, RSV, opcode): counts message starts and takes RSV1
+    /// off the first frame of a compressed message.
+    fn first_byte(&mut self, b: &mut u8) -> Result<(), Broken> {
+        let opcode = match *b & 0x0f {
+            0x1 => Some(Opcode::Text),
+            0x2 => Some(Opcode::Binary),
+            _ => None,
+        };
+        if self.deflate && *b & RSV1 != 0 {
+            let Some(opcode) = opcode else {
+                return Err(Broken::Rsv1NotFirst);
+            };
+            self.compressed.push_back((self.starts_seen, opcode));
+            // Binary, so that the parser does not check compressed bytes as UTF-8.
+            *b = (*b & !RSV1 & 0xf0) | Opcode::Binary as u8;
+        }
+        if opcode.is_some() {
+            self.starts_seen += 1;
         }
         Ok(())
     }
@@ -167,24 +241,24 @@ mod tests {
 
     #[test]
     fn every_split_of_a_valid_stream_keeps_exact_bounds() {
-        for (stream, ends) in streams() {
+        for (mut stream, ends) in streams() {
             // One split point, at every byte: the boundary state after the first part
             // must be exactly "the split falls on a frame end".
             for split in 0..=stream.len() {
                 let mut b = FrameBounds::default();
-                b.feed(&stream[..split]).expect("valid");
+                b.feed(&mut stream[..split]).expect("valid");
                 assert_eq!(
                     b.at_boundary(),
                     split == 0 || ends.contains(&split),
                     "split at {split}"
                 );
-                b.feed(&stream[split..]).expect("valid");
+                b.feed(&mut stream[split..]).expect("valid");
                 assert!(b.at_boundary(), "whole stream, split at {split}");
             }
             // Byte by byte: a boundary after exactly the frame ends.
             let mut b = FrameBounds::default();
-            for (i, byte) in stream.iter().enumerate() {
-                b.feed(std::slice::from_ref(byte)).expect("valid");
+            for i in 0..stream.len() {
+                b.feed(&mut stream[i..=i]).expect("valid");
                 assert_eq!(b.at_boundary(), ends.contains(&(i + 1)), "byte {i}");
             }
         }
@@ -202,11 +276,11 @@ mod tests {
                 kind: Broken::Unmasked,
             })
         };
-        assert_eq!(b.feed(&stream), unmasked(good));
+        assert_eq!(b.feed(&mut stream), unmasked(good));
         // Split right after its first byte: the second byte gives it away.
         let mut b = FrameBounds::default();
-        b.feed(&stream[..good + 1]).expect("not yet known");
-        assert_eq!(b.feed(&stream[good + 1..]), unmasked(0));
+        b.feed(&mut stream[..good + 1]).expect("not yet known");
+        assert_eq!(b.feed(&mut stream[good + 1..]), unmasked(0));
     }
 
     #[test]
@@ -215,7 +289,7 @@ mod tests {
             let mut stream = frame(0x2, true, 3, None);
             let good = stream.len();
             stream.extend(frame(opcode, true, 126, None));
-            let err = FrameBounds::default().feed(&stream);
+            let err = FrameBounds::default().feed(&mut stream);
             assert_eq!(
                 err,
                 Err(BoundsError {
@@ -225,7 +299,8 @@ mod tests {
             );
         }
         let mut ok = FrameBounds::default();
-        ok.feed(&frame(0xA, true, 125, None)).expect("125 is fine");
+        ok.feed(&mut frame(0xA, true, 125, None))
+            .expect("125 is fine");
         assert!(ok.at_boundary());
     }
 
@@ -370,9 +445,12 @@ mod tests {
                 cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
             ) {
                 let whole = read_whole(&s);
+                // Without deflate the bounds never change a byte; they still take it
+                // mutably (with deflate they clear RSV1).
+                let mut fed = s.clone();
                 let mut b = FrameBounds::default();
                 for (from, to) in chunks(s.len(), &cuts) {
-                    match (b.feed(&s[from..to]), &whole) {
+                    match (b.feed(&mut fed[from..to]), &whole) {
                         (Ok(()), Reading::Broken { seen_at, .. }) => {
                             prop_assert!(*seen_at >= to, "passed a broken frame in {from}..{to}");
                             prop_assert_eq!(
@@ -398,5 +476,82 @@ mod tests {
                 prop_assert!(!matches!(whole, Reading::Broken { .. }), "never reported");
             }
         }
+    }
+
+    /// `frame` with RSV1 set.
+    fn compressed(opcode: u8, fin: bool, len: usize) -> Vec<u8> {
+        let mut f = frame(opcode, fin, len, None);
+        f[0] |= RSV1;
+        f
+    }
+
+    #[test]
+    fn compressed_messages_lose_rsv1_and_are_remembered_in_order() {
+        // Compressed text, plain binary, a ping, compressed binary in two fragments,
+        // plain text, compressed text with a 16-bit length.
+        let parts = [
+            compressed(0x1, true, 5),
+            frame(0x2, true, 4, None),
+            frame(0x9, true, 0, None),
+            compressed(0x2, false, 3),
+            frame(0x0, true, 3, None),
+            frame(0x1, true, 2, None),
+            compressed(0x1, true, 300),
+        ];
+        let firsts = [0x82, 0x82, 0x89, 0x02, 0x80, 0x81, 0x82];
+        let starts = [
+            Some(Opcode::Text),
+            None,
+            Some(Opcode::Binary),
+            None,
+            Some(Opcode::Text),
+        ];
+        let stream: Vec<u8> = parts.concat();
+        for split in 0..=stream.len() {
+            let mut s = stream.clone();
+            let mut b = FrameBounds::new(true);
+            b.feed(&mut s[..split]).expect("valid");
+            b.feed(&mut s[split..]).expect("valid");
+            assert!(b.at_boundary());
+            let mut at = 0;
+            for (part, first) in parts.iter().zip(firsts) {
+                assert_eq!(s[at], first, "split {split}, frame at {at}");
+                assert_eq!(s[at + 1..at + part.len()], part[1..], "only byte 0 changes");
+                at += part.len();
+            }
+            let got: Vec<_> = (0..starts.len()).map(|_| b.message_start()).collect();
+            assert_eq!(got, starts, "split {split}");
+            assert_eq!(b.message_start(), None, "nothing beyond");
+        }
+    }
+
+    #[test]
+    fn rsv1_elsewhere_is_caught_and_without_deflate_left_to_the_parser() {
+        for bad in [
+            compressed(0x0, true, 3),
+            compressed(0x9, true, 1),
+            compressed(0x8, true, 2),
+        ] {
+            let mut stream = compressed(0x1, false, 3);
+            let good = stream.len();
+            stream.extend(&bad);
+            let mut b = FrameBounds::new(true);
+            assert_eq!(
+                b.feed(&mut stream),
+                Err(BoundsError {
+                    at: good,
+                    kind: Broken::Rsv1NotFirst
+                }),
+                "{:#x}",
+                bad[0]
+            );
+        }
+        // Not negotiated: nothing is rewritten or remembered (the parser refuses RSV1).
+        let mut stream = compressed(0x1, true, 3);
+        let before = stream.clone();
+        let mut b = FrameBounds::new(false);
+        b.feed(&mut stream).expect("not the bounds' business");
+        assert_eq!(stream, before);
+        assert_eq!(b.message_start(), None);
     }
 }

@@ -1,47 +1,46 @@
-//! A global allocator that counts allocations (shared by `tests/alloc_free.rs` and
-//! `benches/fanout.rs`): wraps the system allocator and changes nothing else.
+//! A global allocator that counts allocations and their bytes (shared by
+//! `tests/alloc_free.rs` and `benches/fanout.rs`): wraps the system allocator and changes
+//! nothing else.
+//!
+//! Counts are per thread: a measurement sees its own thread's allocations only, never
+//! those the test harness makes meanwhile on its threads (reporting another test's
+//! result, say).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+thread_local! {
+    // `const` and without a destructor: reading them never allocates.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+}
 
 /// Counts every allocation and reallocation.
 pub struct Counting;
 
-/// Allocations so far.
-pub static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Allocations made by this thread.
-    static HERE: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Allocations so far, by every thread (relaxed read).
-#[allow(dead_code)] // each includer uses one of the two
+/// Allocations made so far by this thread.
 pub fn allocations() -> u64 {
-    ALLOCS.load(Ordering::Relaxed)
+    ALLOCS.with(Cell::get)
 }
 
-/// Allocations so far by the calling thread only: what a test measures on its own
-/// thread, undisturbed by the test harness's threads (which allocate when other tests
-/// start or finish, more so on a busy machine).
-#[allow(dead_code)]
-pub fn allocations_here() -> u64 {
-    HERE.with(Cell::get)
+#[allow(dead_code)] // used by tests/alloc_free.rs, not by the bench
+/// Bytes requested so far by this thread's allocations (a reallocation counts its new
+/// size; frees are not subtracted).
+pub fn allocated_bytes() -> u64 {
+    BYTES.with(Cell::get)
 }
 
-fn count() {
-    ALLOCS.fetch_add(1, Ordering::Relaxed);
-    // `try_with`: a thread being torn down has no counter left; its allocations
-    // still count globally.
-    let _ = HERE.try_with(|n| n.set(n.get() + 1));
+fn count(bytes: usize) {
+    // `try_with`: a thread being torn down may still allocate.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+    let _ = BYTES.try_with(|c| c.set(c.get() + bytes as u64));
 }
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
+        count(l.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(l) }
     }
@@ -50,7 +49,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
+        count(n);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(p, l, n) }
     }

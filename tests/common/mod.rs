@@ -142,6 +142,61 @@ pub fn spawn_binary_logging(
     (child, addr)
 }
 
+/// What [`python_script`] hands back: the script's first line (its "ready" signal) and
+/// the rest of its output.
+pub type FirstLine = (
+    Option<String>,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+);
+
+/// Starts `tests/python/SCRIPT ARGS` with `HUBCAST_PYTHON` (a third-party client); the
+/// task yields the first line it prints and the rest of its output.
+pub fn python_script(
+    script: &str,
+    args: &[&str],
+) -> (std::process::Child, tokio::task::JoinHandle<FirstLine>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let python = std::env::var("HUBCAST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} (run the tests through scripts/test): {e}")
+        });
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let ready = lines.next().and_then(Result::ok);
+        (ready, lines)
+    });
+    (child, lines)
+}
+
+/// Waits for a script started by [`python_script`] to print its last line and exit;
+/// returns that line, parsed as JSON, failing the test if the script failed.
+pub async fn python_summary(
+    mut child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) -> serde_json::Value {
+    let summary = within(tokio::task::spawn_blocking(move || {
+        lines.last().and_then(Result::ok)
+    }))
+    .await
+    .expect("join")
+    .unwrap_or_default();
+    let status = within(tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "python client failed: {summary}");
+    serde_json::from_str(&summary).unwrap_or_else(|e| panic!("{e}: {summary}"))
+}
+
 /// Runs `f`, failing the test if it takes longer than [`PATIENCE`].
 pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, f).await.expect("timed out")
@@ -270,10 +325,26 @@ impl Raw {
     }
 
     /// The handshake over a stream the caller connected (to set socket options first).
-    pub async fn over(mut stream: TcpStream, addr: SocketAddr, query: &str) -> Raw {
+    pub async fn over(stream: TcpStream, addr: SocketAddr, query: &str) -> Raw {
+        Raw::handshake(stream, addr, query, "").await.0
+    }
+
+    /// Connects with `extra` request headers (each ending in `\r\n`); returns the client
+    /// and the `101` response head.
+    pub async fn connect_with(addr: SocketAddr, query: &str, extra: &str) -> (Raw, String) {
+        let stream = within(TcpStream::connect(addr)).await.expect("connect");
+        Raw::handshake(stream, addr, query, extra).await
+    }
+
+    async fn handshake(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        query: &str,
+        extra: &str,
+    ) -> (Raw, String) {
         within(async {
             stream
-                .write_all(upgrade_request(addr, query, "").as_bytes())
+                .write_all(upgrade_request(addr, query, extra).as_bytes())
                 .await
                 .expect("write");
             let mut buf = Vec::new();
@@ -291,8 +362,9 @@ impl Raw {
                 "{}",
                 String::from_utf8_lossy(&buf)
             );
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.drain(..end);
-            Raw { stream, buf }
+            (Raw { stream, buf }, head)
         })
         .await
     }
@@ -303,16 +375,25 @@ impl Raw {
 
     /// Reads one server frame: (fin, opcode, payload); None at EOF.
     pub async fn frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+        let (first, payload) = self.frame_with_first_byte().await?;
+        Some((first & 0x80 != 0, first & 0x0f, payload))
+    }
+
+    /// Reads one server frame: its first byte (FIN, RSV bits, opcode) and payload; None
+    /// at EOF.
+    pub async fn frame_with_first_byte(&mut self) -> Option<(u8, Vec<u8>)> {
         within(async {
             loop {
-                if let Some((fin, op, payload, used)) = parse_server_frame(&self.buf) {
+                if let Some((first, payload, used)) = parse_server_frame(&self.buf) {
                     self.buf.drain(..used);
-                    return Some((fin, op, payload));
+                    return Some((first, payload));
                 }
-                let mut chunk = [0u8; 65536];
-                match self.stream.read(&mut chunk).await {
+                // Straight into the buffer: a 64 KiB array here would be part of every
+                // future that reads a frame (and of their copies, in debug builds).
+                self.buf.reserve(1 << 16);
+                match self.stream.read_buf(&mut self.buf).await {
                     Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Ok(_) => {}
                 }
             }
         })
@@ -349,7 +430,7 @@ pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn parse_server_frame(b: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
+fn parse_server_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     if b.len() < 2 {
         return None;
     }
@@ -364,5 +445,5 @@ fn parse_server_frame(b: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
         n => (n as usize, 2),
     };
     let payload = b.get(head..head + len)?.to_vec();
-    Some((b[0] & 0x80 != 0, b[0] & 0x0f, payload, head + len))
+    Some((b[0], payload, head + len))
 }

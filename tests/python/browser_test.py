@@ -1,7 +1,7 @@
 """The demo page and /hubcast.js in headless Chromium, driven by Playwright.
 
 Run by tests/browser.rs as `python browser_test.py http://127.0.0.1:PORT` against a
-server with history. Exits 0 when every check passes; prints what failed otherwise
+server with history and compression. Exits 0 when every check passes; prints what failed otherwise
 (plus the page's state and log). Every wait is a Playwright wait bounded by TIMEOUT_MS:
 no fixed sleeps.
 
@@ -10,7 +10,8 @@ offsets; the connection is dropped (the client's test hook) while the browser is
 offline, so reconnect attempts fail and 5 messages are published while it is down;
 back online, the client reconnects by itself, resubscribes with `since`, and the page
 shows the 5 missed messages (offsets consecutive) and "recovered". Then a publish from
-the page, and dropping the topic.
+the page, dropping the topic, and permessage-deflate: Chromium negotiated it, and a large
+message reaches the page compressed and intact.
 """
 
 import json
@@ -54,6 +55,15 @@ def http_publish(base, topic, body):
     req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=TIMEOUT_MS / 1000) as resp:
         return json.load(resp)["offset"]
+
+
+def metric(base, name):
+    """One value from GET /metrics."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=TIMEOUT_MS / 1000) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return int(line.split()[1])
+    raise AssertionError(f"metric {name} missing")
 
 
 # The (offset, text) of every logged message of a topic, in log order.
@@ -139,6 +149,25 @@ def run(page, context, base):
     wait_messages(page, "default", [marker])
     assert [m[0] for m in page.evaluate(MESSAGES_JS, TOPIC)] == list(range(1, 10))
     print("ok: dropped the topic; nothing more of it arrives")
+
+    # permessage-deflate: Chromium offered it and the server agreed (the page's one
+    # connection is counted); a large message goes out compressed — once, as the v1 push
+    # the page gets — and shows intact. Integers and strings only, so that the page's
+    # JSON.stringify gives back exactly these bytes.
+    assert metric(base, "hubcast_deflate_connections") == 1
+    quotes = [{"id": i, "symbol": "EURUSD", "bid": f"1.08{i:02d}"} for i in range(60)]
+    big = json.dumps({"quotes": quotes}, separators=(",", ":"))
+    compressed_before = metric(base, "hubcast_deflate_messages_total")
+    offset = http_publish(base, "default", big)
+    got = wait_messages(page, "default", [marker, offset])
+    assert got[-1] == (offset, big), got[-1][1][:100]
+    assert metric(base, "hubcast_deflate_messages_total") == compressed_before + 1
+    # Chromium compresses what it sends too (its subscribe and publish commands above):
+    # hubcast inflated them.
+    inflated = metric(base, "hubcast_inflated_messages_total")
+    assert inflated > 0, inflated
+    print(f"ok: deflate negotiated; a {len(big)} B message arrived compressed and intact; "
+          f"{inflated} compressed commands from the page were inflated")
 
 
 def dump(page, errors):

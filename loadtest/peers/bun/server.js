@@ -1,6 +1,9 @@
 // Bun peer: Bun.serve's native WebSocket pub/sub (uWebSockets inside).
 // Protocol: see ../README.md. Run: PORT=8080 bun server.js
+// PER_MESSAGE_DEFLATE=1 turns Bun's permessage-deflate on (`perMessageDeflate: true`;
+// off by default, as in Bun), for the compression comparison in docs/benchmarks.md.
 const port = Number(process.env.PORT || 8080);
+const perMessageDeflate = process.env.PER_MESSAGE_DEFLATE === "1";
 
 const server = Bun.serve({
   hostname: "127.0.0.1",
@@ -28,6 +31,7 @@ const server = Bun.serve({
   },
 
   websocket: {
+    perMessageDeflate,
     open(ws) {
       for (const topic of ws.data.topics) ws.subscribe(topic);
     },
@@ -39,4 +43,7 @@ const server = Bun.serve({
   },
 });
 
-console.log(`bun ${Bun.version} listening on ${server.hostname}:${server.port}`);
+console.log(
+  `bun ${Bun.version} listening on ${server.hostname}:${server.port}` +
+    (perMessageDeflate ? " (permessage-deflate on)" : ""),
+);
