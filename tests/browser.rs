@@ -35,22 +35,21 @@ fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
-#[test]
-fn demo_page_shows_messages_and_recovers_missed_ones_after_a_lost_connection() {
+/// Runs one Playwright script (in `tests/python/`) with `args`, and fails the test with
+/// its output unless it exits 0 within [`SCRIPT_DEADLINE`].
+fn run_script(name: &str, args: &[&str]) {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: this test drives Debian's chromium. Run the tests through \
          scripts/test, which installs it, or `apt-get install chromium`."
     );
     let python = std::env::var("HUBCAST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let server = start(|c| {
-        c.history_size = 1000;
-        c.compression = true;
-    });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/browser_test.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name);
     let mut child = Command::new(&python)
         .arg(script)
-        .arg(format!("http://{}", server.addr))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -81,13 +80,34 @@ fn demo_page_shows_messages_and_recovers_missed_ones_after_a_lost_connection() {
     print!("{stdout}");
     match status {
         Some(s) if s.success() => {}
-        Some(s) => panic!(
-            "the browser test script failed ({s}):\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
-        ),
+        Some(s) => panic!("{name} failed ({s}):\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"),
         None => panic!(
-            "the browser test script ran longer than {SCRIPT_DEADLINE:?} and was killed:\n\
+            "{name} ran longer than {SCRIPT_DEADLINE:?} and was killed:\n\
              --- stdout:\n{stdout}\n--- stderr:\n{stderr}"
         ),
     }
+}
+
+#[test]
+fn demo_page_shows_messages_and_recovers_missed_ones_after_a_lost_connection() {
+    let server = start(|c| {
+        c.history_size = 1000;
+        c.compression = true;
+    });
+    run_script("browser_test.py", &[&format!("http://{}", server.addr)]);
+    server.stop();
+}
+
+#[test]
+fn the_browser_client_connects_with_a_token_and_refreshes_it_before_it_expires() {
+    const SECRET: &str = "browser-test-secret-of-at-least-32-bytes";
+    let server = start(|c| {
+        c.history_size = 100;
+        c.jwt_secret = Some(SECRET.to_owned());
+    });
+    run_script(
+        "browser_auth_test.py",
+        &[&format!("http://{}", server.addr), SECRET],
+    );
     server.stop();
 }
