@@ -3,7 +3,8 @@
 //! through the page, receive with offsets, lose the connection, miss messages while it
 //! is down, and see them replayed after the automatic reconnect ("recovered"); with
 //! compression on, Chromium negotiates permessage-deflate and gets a large message
-//! compressed and intact.
+//! compressed and intact. `tests/python/browser_auth_test.py` checks the client's JWT
+//! support: a token sent as `connect`, refreshed before it expires, a bad one refused.
 //!
 //! Needs Debian's `chromium` at `/usr/bin/chromium` and Playwright in the interpreter
 //! named by `HUBCAST_PYTHON`; `scripts/test` installs both. Without them this test
