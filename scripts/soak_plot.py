@@ -40,11 +40,16 @@ def main(csv_path, json_path, png_path):
     ax_rss.plot(t, rss, color="tab:blue", label="server RSS")
     growth = report.get("rss")
     if growth:
-        base = growth["baseline"] / 2**20
+        base, end = growth["baseline"] / 2**20, growth["end"] / 2**20
         limit = report["max_rss_growth"]
-        ax_rss.axhline(base, color="tab:green", lw=0.8, label="baseline (after warm-up)")
+        after = [x for x in t if x >= warmup]
+        w = growth["window"]
         ax_rss.axhspan(base, base * (1 + limit), color="tab:green", alpha=0.12,
                        label=f"allowed growth ({limit:.0%})")
+        ax_rss.hlines(base, after[0], after[w - 1], color="tab:green", lw=2,
+                      label="baseline: median of the first window after the warm-up")
+        ax_rss.hlines(end, after[-w], after[-1], color="tab:red", lw=2,
+                      label=f"end: median of the last window ({growth['growth']:+.1%})")
     ax_rss.set_ylabel("MiB")
     ax_rss.set_ylim(bottom=0)
     ax_rss.legend(loc="lower right")

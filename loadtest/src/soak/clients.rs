@@ -549,10 +549,19 @@ async fn close(t: &Thread, link: &mut Link, watch: &mut Watch) {
         }
     })
     .await;
+    // When it happened says much: while the run goes on, or when every client closes
+    // at once at its end.
+    let when = match shared.phase() {
+        Phase::Closing => "as the run closed",
+        _ => "during the run",
+    };
     match closed {
         Ok(Ok(())) => shared.add(C::Churned, 1),
-        Ok(Err(why)) => shared.fail(C::CloseFailures, format!("close: {why}")),
-        Err(_) => shared.fail(C::CloseFailures, "close: no echo within 5 s".into()),
+        Ok(Err(why)) => shared.fail(C::CloseFailures, format!("close {when}: {why}")),
+        Err(_) => shared.fail(
+            C::CloseFailures,
+            format!("close {when}: no echo within {CLOSE_TIMEOUT:?}"),
+        ),
     }
 }
 
