@@ -82,6 +82,36 @@ async fn a_client_that_never_reads_is_closed_while_others_get_everything() {
     server.stop();
 }
 
+/// Found by the soak (scripts/soak): a slow consumer on two topics went over its budget
+/// again with every frame the same fan-out round still handed it, and was closed —
+/// counted in `hubcast_slow_consumer_closes_total` and logged — that many times (up to
+/// 1,412 here, for one client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_on_two_topics_is_counted_once() {
+    let server = start(|c| {
+        c.shards = 1;
+        c.client_buffer = 64 << 10;
+        c.pong_timeout = Duration::from_millis(300);
+    });
+    let _slow = Raw::connect(server.addr, "?topic=a&topic=b").await;
+    server.wait_connections(1).await;
+    // Small frames to both topics, in bursts: the shard takes many of them in one
+    // round, and the frame that crosses the budget is rarely a round's last.
+    let frame = "x".repeat(1 << 10);
+    let mut sent = 0;
+    while server.metric("hubcast_slow_consumer_closes_total") == 0 {
+        assert!(sent < 1_000_000, "never closed after {sent} frames");
+        for topic in ["a", "b"].iter().cycle().take(256) {
+            let _ = server.hub.publish(topic, &frame);
+        }
+        sent += 256;
+    }
+    // The client is gone (its close deadline passed): nothing can count it again.
+    server.wait_connections(0).await;
+    assert_eq!(server.metric("hubcast_slow_consumer_closes_total"), 1);
+    server.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_answering_pings_is_closed() {
     let server = start(|c| {

@@ -125,8 +125,18 @@ impl Ramp {
 /// Exit code: 0 = at least one step met the SLO (idle mode: every connection
 /// held), 1 = no step met it, 2 = error.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "hubcast-loadtest", version, about, long_about)]
+#[command(
+    name = "hubcast-loadtest",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// Instead of a load test: `soak`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// WebSocket URL(s) subscribers connect to; topics go in the query.
     ///
     /// Several URLs (comma-separated and/or the flag repeated) are dealt
@@ -304,6 +314,14 @@ pub struct Args {
         default_value_t = Filler::Dots
     )]
     pub filler: Filler,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Hours of churn against one hubcast (clients joining and leaving, slow readers,
+    /// ping floods), watching its memory, fds and every message: see `soak --help`.
+    Soak(crate::soak::SoakArgs),
 }
 
 /// What to do after connecting.

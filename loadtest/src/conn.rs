@@ -60,12 +60,26 @@ impl ConnectError {
 
 /// Opens a TCP connection, bound to `src` when given, with Nagle disabled.
 pub async fn connect_tcp(addr: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream, ConnectError> {
+    connect_tcp_with(addr, src, None).await
+}
+
+/// [`connect_tcp`] with the receive buffer (`SO_RCVBUF`) set before connecting, so
+/// the window follows it: a client with a small one that stops reading fills up fast.
+pub async fn connect_tcp_with(
+    addr: SocketAddr,
+    src: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+) -> Result<TcpStream, ConnectError> {
     let sock = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
     .map_err(ConnectError::Connect)?;
+    if let Some(size) = recv_buffer {
+        sock.set_recv_buffer_size(size)
+            .map_err(ConnectError::Connect)?;
+    }
     if let Some(ip) = src {
         sock.bind(SocketAddr::new(ip, 0))
             .map_err(ConnectError::Bind)?;
@@ -157,6 +171,22 @@ async fn ws_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(buf.split_off(head));
         }
     }
+}
+
+/// The WebSocket handshake over a connected plain `stream`, offering the subprotocol
+/// `protocol` (see [`connect_ws`]).
+pub async fn handshake_over(
+    mut stream: TcpStream,
+    target: &Target,
+    seed: u64,
+    protocol: Option<&str>,
+) -> Result<(TcpStream, Vec<u8>), ConnectError> {
+    let offer = Offer {
+        protocol,
+        ..Offer::default()
+    };
+    let early = ws_handshake(&mut stream, target, seed, offer).await?;
+    Ok((stream, early))
 }
 
 /// Runs `fut` with a timeout, mapping expiry to [`ConnectError::Timeout`].

@@ -19,6 +19,9 @@
 //! - [`procfs`]: CPU and memory of the server and of this process; fd limit.
 //! - [`worker`]: one current-thread tokio runtime per thread and its commands.
 //! - [`run`]: the coordinator (phases, steps, verdicts); [`report`]: table and JSON.
+//! - [`soak`]: the `soak` subcommand — hours of churn, slow readers and ping floods
+//!   against one server, sampling its memory, fds and connections, checking every
+//!   message.
 
 pub mod cli;
 pub mod conn;
@@ -34,6 +37,7 @@ pub mod publisher;
 pub mod recovery;
 pub mod report;
 pub mod run;
+pub mod soak;
 pub mod stats;
 pub mod subscriber;
 pub mod target;

@@ -1,13 +1,14 @@
 //! `hubcast-loadtest` command: parse flags, run, print the table or JSON, exit.
 //!
 //! Exit codes: 0 = at least one step met the SLO (idle mode: every subscriber
-//! connected and held), 1 = no step met it, 2 = configuration or runtime error.
+//! connected and held; `soak`: the soak passed), 1 = no step met it (the soak
+//! failed), 2 = configuration or runtime error.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hubcast_loadtest::cli::Args;
+use hubcast_loadtest::cli::{Args, Command};
 use hubcast_loadtest::run::{self, ProgressMode};
 
 #[global_allocator]
@@ -15,6 +16,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Soak(soak)) = args.command {
+        return hubcast_loadtest::soak::main(soak);
+    }
     let json = args.json;
     let quiet = args.quiet;
     let cfg = match args.into_config() {

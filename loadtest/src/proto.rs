@@ -59,6 +59,15 @@ impl From<InflateError> for ProtoError {
     }
 }
 
+/// What [`Proto::process_each`] hands over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// A complete data message (a fragmented one: its first [`FRAG_HEAD_CAP`] bytes).
+    Message(&'a [u8]),
+    /// The payload of a pong.
+    Pong(&'a [u8]),
+}
+
 /// What one call to [`Proto::process`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -147,6 +156,21 @@ impl Proto {
         out: &mut Vec<u8>,
         mut on_message: F,
     ) -> Result<Outcome, ProtoError> {
+        self.process_each(data, out, |r| {
+            if let Received::Message(m) = r {
+                on_message(m);
+            }
+        })
+    }
+
+    /// [`Proto::process`], handing over the pongs the server sends as well (a client
+    /// that pings wants to know which pings were answered).
+    pub fn process_each<F: FnMut(Received<'_>)>(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        mut on: F,
+    ) -> Result<Outcome, ProtoError> {
         let mut pos = 0;
         while pos < data.len() {
             let (header, payload, len) = match frame::next_frame(&data[pos..], self.max_payload)? {
@@ -176,12 +200,14 @@ impl Proto {
                         return Err(ProtoError::InterleavedMessage);
                     }
                     match (header.rsv1, header.fin) {
-                        (true, true) => self.inflated(payload, &mut on_message)?,
+                        (true, true) => {
+                            self.inflated(payload, &mut |m: &[u8]| on(Received::Message(m)))?
+                        }
                         (true, false) => {
                             self.in_fragment = true;
                             self.frag_compressed = Some(payload.to_vec());
                         }
-                        (false, true) => on_message(payload),
+                        (false, true) => on(Received::Message(payload)),
                         (false, false) => {
                             self.in_fragment = true;
                             self.frag_head.clear();
@@ -202,7 +228,7 @@ impl Proto {
                         parts.extend_from_slice(payload);
                         if header.fin {
                             self.in_fragment = false;
-                            self.inflated(&parts, &mut on_message)?;
+                            self.inflated(&parts, &mut |m: &[u8]| on(Received::Message(m)))?;
                         } else {
                             self.frag_compressed = Some(parts);
                         }
@@ -211,7 +237,7 @@ impl Proto {
                     self.keep_head(payload);
                     if header.fin {
                         self.in_fragment = false;
-                        on_message(&self.frag_head);
+                        on(Received::Message(&self.frag_head));
                     }
                 }
                 frame::OP_PING if !self.close_sent => {
@@ -235,7 +261,8 @@ impl Proto {
                         close: Some(code),
                     });
                 }
-                // OP_PONG, pings after our close; nothing else passes the frame parser.
+                frame::OP_PONG => on(Received::Pong(payload)),
+                // Pings after our close; nothing else passes the frame parser.
                 _ => {}
             }
         }
@@ -357,6 +384,26 @@ mod tests {
                 vec![(OP_PONG, b"are you there".to_vec()), (OP_PONG, Vec::new())]
             );
         }
+    }
+
+    #[test]
+    fn pongs_are_handed_over_when_asked_for() {
+        let mut stream = sframe(true, OP_PONG, b"mark:1");
+        stream.extend(sframe(true, OP_TEXT, b"m"));
+        stream.extend(sframe(true, OP_PONG, b""));
+        let mut p = Proto::new(1, 100);
+        let mut got = Vec::new();
+        let o = p
+            .process_each(&stream, &mut Vec::new(), |r| {
+                got.push(match r {
+                    Received::Message(m) => (true, m.to_vec()),
+                    Received::Pong(q) => (false, q.to_vec()),
+                })
+            })
+            .expect("valid");
+        assert_eq!(o.consumed, stream.len());
+        let want = [(false, &b"mark:1"[..]), (true, b"m"), (false, b"")];
+        assert_eq!(got, want.map(|(m, p)| (m, p.to_vec())));
     }
 
     #[test]

@@ -622,6 +622,16 @@ impl Shard {
 
     /// Closes a client whose queue went over its budget: counted, logged, queue freed.
     fn close_slow_consumer(self: &Rc<Self>, who: ClientRef) {
+        // A client goes over its budget again with every frame a fan-out round still
+        // hands it (on two topics, one per frame): it is one slow consumer, closed once.
+        if self
+            .registry
+            .borrow_mut()
+            .get_mut(who)
+            .is_none_or(|c| c.close_sent)
+        {
+            return;
+        }
         let cfg = &self.hub.inner.config;
         self.metrics()
             .slow_consumer_closes
