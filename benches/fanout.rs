@@ -4,7 +4,7 @@
 //!   keeps a reference in its queue) — the per-recipient bookkeeping alone.
 //! - `sockets/1000`: one shared frame to 1,000 real loopback sockets, written directly
 //!   (a thread drains the peers) — bookkeeping plus one `write` per recipient.
-//! - `tls_sockets/1000`: the same over TLS (TLS 1.3, AES-128-GCM, rustls with `ring`;
+//! - `tls_sockets/1000`: the same over TLS (TLS 1.3, AES-256-GCM, rustls with `ring`;
 //!   handshakes done in memory first): per recipient the shared frame is sealed into
 //!   the client's session and the record written — what TLS adds to a delivery.
 //!
