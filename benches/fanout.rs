@@ -230,12 +230,11 @@ mod tls {
 
     impl Pair {
         pub fn new() -> Self {
-            let made = rcgen::generate_simple_self_signed(vec!["localhost".into()])
-                .expect("certificate");
+            let made =
+                rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
             let cert = made.cert.der().clone();
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                made.signing_key.serialize_der(),
-            ));
+            let key =
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
             let provider = Arc::new(default_provider());
             let server = ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
