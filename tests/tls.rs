@@ -122,7 +122,7 @@ async fn https_endpoints_and_wss_clients_get_every_message_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pings_and_pongs_over_tls() {
+async fn pings_pongs_and_shutdown_over_tls() {
     let (server, certs, _) = start_tls(|c| c.ping_interval = Duration::from_millis(100));
     let mut ws = wss_connect(server.addr, "", &certs.connector()).await;
     // The server's ping arrives (tungstenite answers it by itself).
@@ -162,6 +162,9 @@ async fn pings_and_pongs_over_tls() {
         next_data(&mut ws).await.as_deref(),
         Some(&b"still here"[..])
     );
+    // Shutdown: the 1001 close comes through TLS like any frame.
+    server.hub.shutdown();
+    assert_eq!(close_code(&mut ws).await, Some(1001));
     server.stop();
 }
 
@@ -541,4 +544,70 @@ async fn burst_after_handshake(server: &TestServer, connector: &TlsConnector, si
             got.map(|g| g.len())
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_own_tls_server_hands_upgrades_to_hubcast() {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    // hubcast itself without TLS: the app terminates TLS and hands the upgraded TLS
+    // stream over; the shard then seals for that client itself.
+    let server = start(|_| {});
+    let certs = TestCerts::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config(&certs.issue()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hub = server.hub.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = listener.accept().await {
+            let (hub, acceptor) = (hub.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |mut req| {
+                    let hub = hub.clone();
+                    async move {
+                        Ok::<_, Infallible>(if req.uri().path() == "/live" {
+                            hub.upgrade(&mut req, Some(peer))
+                        } else {
+                            hyper::Response::new(Full::new(Bytes::from_static(b"app")))
+                        })
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    let tls = certs.connector();
+    let stream = tls_connect(addr, &tls).await;
+    let url = format!("wss://localhost:{}/live?topic=app", addr.port());
+    let (mut a, _) = within(tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("upgrade through the app");
+    let mut b = connect(&server.url("?topic=app")).await;
+    server.wait_connections(2).await;
+    let big = "z".repeat(100_000);
+    for m in ["to both", big.as_str()] {
+        server.hub.publish("app", m).expect("publish");
+        assert_eq!(next_data(&mut a).await.as_deref(), Some(m.as_bytes()));
+        assert_eq!(next_data(&mut b).await.as_deref(), Some(m.as_bytes()));
+    }
+    send_text(&mut a, "from the app's TLS client").await;
+    assert_eq!(
+        next_data(&mut b).await.as_deref(),
+        Some(&b"from the app's TLS client"[..])
+    );
+    server.stop();
 }
