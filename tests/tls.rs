@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::python::python_script;
+use common::python::python_chat_round;
 use common::tls::*;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -460,41 +460,10 @@ fn bad_tls_configuration_is_refused_at_start() {
 async fn python_websockets_over_wss_receives_and_publishes() {
     let (server, certs, _) = start_tls(|_| {});
     let mut rust_client = wss_connect(server.addr, "?topic=py", &certs.connector()).await;
+    // Python checks the server's certificate against the test's CA (and 127.0.0.1).
     let ca = certs.ca_file().display().to_string();
     let url = format!("wss://127.0.0.1:{}/ws?topic=py", server.addr.port());
-    let (mut child, lines) = python_script("client.py", &[&url, "3", &ca]);
-    let (ready, lines) = within(lines).await.expect("reader");
-    assert_eq!(
-        ready.as_deref(),
-        Some("ready"),
-        "python client did not connect over wss"
-    );
-    server.wait_connections(2).await;
-    let big = "ü".repeat(50_000);
-    for m in ["one", "two", big.as_str()] {
-        server.hub.publish("py", m).expect("publish");
-    }
-    let summary = within(tokio::task::spawn_blocking(move || {
-        lines.last().and_then(Result::ok)
-    }))
-    .await
-    .expect("join")
-    .expect("summary line");
-    let status = within(tokio::task::spawn_blocking(move || child.wait()))
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success(), "python client failed: {summary}");
-    let v: serde_json::Value = serde_json::from_str(&summary).expect("json");
-    assert_eq!(v["received"], serde_json::json!(["one", "two", big]));
-    assert_eq!(v["echo"], "py:hello");
-    assert_eq!(v["close_code"], 1000);
-    for expected in ["one", "two", big.as_str(), "py:hello"] {
-        assert_eq!(
-            next_data(&mut rust_client).await.as_deref(),
-            Some(expected.as_bytes())
-        );
-    }
+    python_chat_round(&server.hub, &url, &[&ca], "py", &mut rust_client).await;
     server.stop();
 }
 
@@ -548,48 +517,12 @@ async fn burst_after_handshake(server: &TestServer, connector: &TlsConnector, si
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_own_tls_server_hands_upgrades_to_hubcast() {
-    use std::convert::Infallible;
-
-    use bytes::Bytes;
-    use http_body_util::Full;
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
-
     // hubcast itself without TLS: the app terminates TLS and hands the upgraded TLS
     // stream over; the shard then seals for that client itself.
     let server = start(|_| {});
     let certs = TestCerts::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config(&certs.issue()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let hub = server.hub.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, peer)) = listener.accept().await {
-            let (hub, acceptor) = (hub.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = service_fn(move |mut req| {
-                    let hub = hub.clone();
-                    async move {
-                        Ok::<_, Infallible>(if req.uri().path() == "/live" {
-                            hub.upgrade(&mut req, Some(peer))
-                        } else {
-                            hyper::Response::new(Full::new(Bytes::from_static(b"app")))
-                        })
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
+    let addr = embedding_app(server.hub.clone(), Some(acceptor)).await;
     let tls = certs.connector();
     let stream = tls_connect(addr, &tls).await;
     let url = format!("wss://localhost:{}/live?topic=app", addr.port());

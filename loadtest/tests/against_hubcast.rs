@@ -74,6 +74,26 @@ fn http_steady_args() -> Vec<String> {
     .to_vec()
 }
 
+/// `first`, then 200 subscribers and 2 WebSocket publishers at 1,000 msg/s for 2 s,
+/// generous SLO.
+fn ws_steady_args(first: &[String]) -> Vec<String> {
+    let mut args = first.to_vec();
+    args.extend(
+        [
+            "--subs=200",
+            "--pubs=2",
+            "--rate=1000",
+            "--duration=2",
+            "--drain=1",
+            "--settle=0.2",
+            "--threads=2",
+            "--slo-ms=1000",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
 fn run_loadtest(args: &[String]) -> Report {
     let mut argv = vec!["hubcast-loadtest".to_string()];
     argv.extend_from_slice(args);
@@ -127,18 +147,10 @@ fn wss_exact_delivery() {
         ..hubcast::Config::default()
     });
     let addr = server.local_addr();
-    let report = run_loadtest(&[
+    let report = run_loadtest(&ws_steady_args(&[
         format!("--url=wss://{addr}/ws?topic=t"),
         format!("--ca-file={}", cert.display()),
-        "--subs=200".into(),
-        "--pubs=2".into(),
-        "--rate=1000".into(),
-        "--duration=2".into(),
-        "--drain=1".into(),
-        "--settle=0.2".into(),
-        "--threads=2".into(),
-        "--slo-ms=1000".into(),
-    ]);
+    ]));
     assert_exact(&report, 200);
     assert_eq!(report.summary.publisher_received, 2 * 2_000);
     server.shutdown();
@@ -151,18 +163,10 @@ fn websocket_publishers_exact_delivery() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_server();
     let addr = server.local_addr();
-    let report = run_loadtest(&[
+    let report = run_loadtest(&ws_steady_args(&[
         format!("--url=ws://{addr}/ws?topic=t"),
-        "--subs=200".into(),
-        "--pubs=2".into(),
-        "--rate=1000".into(),
-        "--duration=2".into(),
-        "--drain=1".into(),
-        "--settle=0.2".into(),
-        "--threads=2".into(),
-        "--slo-ms=1000".into(),
         format!("--server-pid={}", std::process::id()),
-    ]);
+    ]));
     assert_exact(&report, 200);
     // Chat mode: each publisher also receives every message (sender included).
     assert_eq!(report.summary.publisher_received, 2 * 2_000);
@@ -313,18 +317,10 @@ fn v1_subscribers_exact_delivery_and_offsets() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_server();
     let addr = server.local_addr();
-    let report = run_loadtest(&[
+    let report = run_loadtest(&ws_steady_args(&[
         format!("--url=ws://{addr}/ws?topic=v"),
         "--protocol=v1".into(),
-        "--subs=200".into(),
-        "--pubs=2".into(),
-        "--rate=1000".into(),
-        "--duration=2".into(),
-        "--drain=1".into(),
-        "--settle=0.2".into(),
-        "--threads=2".into(),
-        "--slo-ms=1000".into(),
-    ]);
+    ]));
     assert_exact(&report, 200);
     let step = &report.steps[0];
     assert_eq!(step.offset_gaps, Some(0));
