@@ -56,32 +56,11 @@ impl Drop for OtherProcess {
     }
 }
 
-/// 200 subscribers, 10 HTTP publishers at 1,000 msg/s for 2 s, generous SLO. One
-/// request in flight per connection: enough connections that a slow (debug-build,
-/// shared-CPU) round trip still keeps the rate.
-fn http_steady_args() -> Vec<String> {
-    [
-        "--subs=200",
-        "--pubs=10",
-        "--rate=1000",
-        "--duration=2",
-        "--drain=1",
-        "--settle=0.2",
-        "--threads=2",
-        "--slo-ms=1000",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// `first`, then 200 subscribers and 2 WebSocket publishers at 1,000 msg/s for 2 s,
-/// generous SLO.
-fn ws_steady_args(first: &[String]) -> Vec<String> {
-    let mut args = first.to_vec();
+/// 200 subscribers and `pubs` publishers at 1,000 msg/s for 2 s, generous SLO.
+fn steady_args(pubs: usize) -> Vec<String> {
+    let mut args = vec!["--subs=200".to_string(), format!("--pubs={pubs}")];
     args.extend(
         [
-            "--subs=200",
-            "--pubs=2",
             "--rate=1000",
             "--duration=2",
             "--drain=1",
@@ -91,6 +70,19 @@ fn ws_steady_args(first: &[String]) -> Vec<String> {
         ]
         .map(String::from),
     );
+    args
+}
+
+/// 10 HTTP publishers: one request in flight per connection, enough connections that a
+/// slow (debug-build, shared-CPU) round trip still keeps the rate.
+fn http_steady_args() -> Vec<String> {
+    steady_args(10)
+}
+
+/// `first`, then 2 WebSocket publishers.
+fn ws_steady_args(first: &[String]) -> Vec<String> {
+    let mut args = first.to_vec();
+    args.extend(steady_args(2));
     args
 }
 
