@@ -7,9 +7,13 @@
 //! - `batch/10000`: what a shard does with a batch from its inbox — 8 messages of one
 //!   topic, looked up, joined once and handed to 10,000 queued plain clients
 //!   (`fan_out_batch`, the loop above plus the per-run work).
+//! - `tls_sockets/1000`: the same over TLS (TLS 1.3, AES-256-GCM, rustls with `ring`;
+//!   handshakes done in memory first): per recipient the shared frame is sealed into
+//!   the client's session and the record written — what TLS adds to a delivery.
 //!
 //! All print the heap allocations made per recipient during the measured fan-outs,
-//! counted by a wrapping global allocator: the fan-out path must make none.
+//! counted by a wrapping global allocator: the plain fan-out path must make none (a TLS
+//! delivery allocates its record, inside rustls).
 
 use std::io::Read;
 use std::rc::Rc;
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hubcast::engine::client::Client;
+use hubcast::engine::client::{Client, Flushed};
 use hubcast::engine::fanout::{Outcome, Published, fan_out, fan_out_batch};
 use hubcast::engine::registry::Registry;
 use hubcast::engine::transport::Conn;
@@ -108,6 +112,15 @@ fn queued(c: &mut Criterion) {
 }
 
 fn sockets(c: &mut Criterion) {
+    socket_fan_out(c, "fanout_sockets", None);
+}
+
+fn tls_sockets(c: &mut Criterion) {
+    socket_fan_out(c, "fanout_tls_sockets", Some(tls::Pair::new()));
+}
+
+/// One shared frame to 1,000 loopback sockets, plain or (with `tls`) TLS.
+fn socket_fan_out(c: &mut Criterion, name: &str, tls: Option<tls::Pair>) {
     const N: usize = 1000;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -125,9 +138,11 @@ fn sockets(c: &mut Criterion) {
         let (server_side, _) = listener.accept().expect("accept");
         server_side.set_nonblocking(true).expect("nonblocking");
         peer.set_nonblocking(true).expect("nonblocking");
-        let conn = Rc::new(Conn::plain(
-            tokio::net::TcpStream::from_std(server_side).expect("register"),
-        ));
+        let socket = tokio::net::TcpStream::from_std(server_side).expect("register");
+        let conn = Rc::new(match &tls {
+            Some(pair) => Conn::tls(socket, pair.session()),
+            None => Conn::plain(socket),
+        });
         let who = reg.insert(Client::new(i as u64, Box::new([topic.clone()])));
         if let Some(c) = reg.get_mut(who) {
             c.attach(conn.clone());
@@ -158,7 +173,7 @@ fn sockets(c: &mut Criterion) {
     let frame = encode(Opcode::Text, &[b'x'; 64]);
     let mut out = Outcome::default();
     let (mut tally, mut queued) = (Tally::default(), 0);
-    let mut g = c.benchmark_group("fanout_sockets");
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function(BenchmarkId::from_parameter(N), |b| {
         b.iter_custom(|iters| {
@@ -179,6 +194,13 @@ fn sockets(c: &mut Criterion) {
                         c.flushing = false;
                     }
                     writable(&conns);
+                    // TLS records already sealed cannot be dropped: write them out.
+                    for (_, c) in reg.iter_mut() {
+                        while let Ok(Flushed::Blocked) = c.flush() {
+                            writable(&conns);
+                        }
+                        c.flushing = false;
+                    }
                 }
             }
             total
@@ -188,7 +210,7 @@ fn sockets(c: &mut Criterion) {
     stop.store(true, Ordering::Relaxed);
     let _ = drainer.join();
     println!(
-        "fanout_sockets: {} allocations over {} deliveries ({queued} had to queue)",
+        "{name}: {} allocations over {} deliveries ({queued} had to queue)",
         tally.allocs, tally.deliveries
     );
 }
@@ -235,5 +257,79 @@ fn batch(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, queued, sockets, batch);
+/// Server sessions with their handshake done, without a network.
+mod tls {
+    use std::sync::Arc;
+
+    use tokio_rustls::rustls::crypto::ring::default_provider;
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio_rustls::rustls::{
+        ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection,
+    };
+
+    /// A self-signed certificate, and a server and a client configuration using it.
+    pub struct Pair {
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+    }
+
+    impl Pair {
+        pub fn new() -> Self {
+            let made =
+                rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+            let cert = made.cert.der().clone();
+            let key =
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+            let provider = Arc::new(default_provider());
+            let server = ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.clone()], key)
+                .expect("server config");
+            let mut roots = RootCertStore::empty();
+            roots.add(cert).expect("root");
+            let client = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Pair {
+                server: Arc::new(server),
+                client: Arc::new(client),
+            }
+        }
+
+        /// A server session after a complete handshake with a client in memory.
+        pub fn session(&self) -> ServerConnection {
+            let mut server = ServerConnection::new(self.server.clone()).expect("server");
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut client = ClientConnection::new(self.client.clone(), name).expect("client");
+            let mut wire = Vec::new();
+            while server.is_handshaking() || client.is_handshaking() {
+                wire.clear();
+                while client.wants_write() {
+                    client.write_tls(&mut wire).expect("client writes");
+                }
+                let mut rd = &wire[..];
+                while !rd.is_empty() {
+                    server.read_tls(&mut rd).expect("server reads");
+                    server.process_new_packets().expect("server handshake");
+                }
+                wire.clear();
+                while server.wants_write() {
+                    server.write_tls(&mut wire).expect("server writes");
+                }
+                let mut rd = &wire[..];
+                while !rd.is_empty() {
+                    client.read_tls(&mut rd).expect("client reads");
+                    client.process_new_packets().expect("client handshake");
+                }
+            }
+            server
+        }
+    }
+}
+
+criterion_group!(benches, queued, sockets, batch, tls_sockets);
 criterion_main!(benches);

@@ -3,49 +3,12 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hubcast::{Hub, Refusal};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hubcast::Refusal;
+use hyper::StatusCode;
 
 use common::*;
-
-/// The embedding app: its own listener, `/live` handed to hubcast.
-async fn app(hub: Hub) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, peer)) = listener.accept().await {
-            let hub = hub.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |mut req| {
-                    let hub = hub.clone();
-                    async move {
-                        Ok::<_, Infallible>(if req.uri().path() == "/live" {
-                            hub.upgrade(&mut req, Some(peer))
-                        } else {
-                            Response::new(Full::new(Bytes::from_static(b"app")))
-                        })
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_own_service_hands_upgrades_to_hubcast() {
@@ -60,7 +23,7 @@ async fn an_apps_own_service_hands_upgrades_to_hubcast() {
             }
         }))
     });
-    let addr = app(server.hub.clone()).await;
+    let addr = embedding_app(server.hub.clone(), None).await;
     // Refused by the hook, with its status.
     let refused = upgrade_request(addr, "?topic=p", "").replace("/ws?", "/live?");
     assert_eq!(http_status(addr, &refused).await, 401);

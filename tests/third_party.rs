@@ -3,35 +3,21 @@
 
 mod common;
 
-use common::python::python_script;
+use common::python::{python_chat_round, python_script};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_websockets_client_receives_and_publishes() {
     let server = start(|_| {});
     let mut rust_client = connect(&server.url("?topic=py")).await;
-    let (child, lines) = python_script("client.py", &[&server.url("?topic=py"), "3"]);
-    let (ready, lines) = within(lines).await.expect("reader");
-    assert_eq!(
-        ready.as_deref(),
-        Some("ready"),
-        "python client did not connect (is `websockets` installed?)"
-    );
-    let big = "ü".repeat(50_000);
-    for m in ["one", "two", big.as_str()] {
-        server.hub.publish("py", m).expect("publish");
-    }
-    let v = python_summary(child, lines).await;
-    assert_eq!(v["received"], serde_json::json!(["one", "two", big]));
-    assert_eq!(v["echo"], "py:hello");
-    assert_eq!(v["close_code"], 1000);
-    // The Rust client on the same topic saw the Python client's message too.
-    for expected in ["one", "two", big.as_str(), "py:hello"] {
-        assert_eq!(
-            next_data(&mut rust_client).await.as_deref(),
-            Some(expected.as_bytes())
-        );
-    }
+    python_chat_round(
+        &server.hub,
+        &server.url("?topic=py"),
+        &[],
+        "py",
+        &mut rust_client,
+    )
+    .await;
     server.stop();
 }
 

@@ -56,22 +56,34 @@ impl Drop for OtherProcess {
     }
 }
 
-/// 200 subscribers, 10 HTTP publishers at 1,000 msg/s for 2 s, generous SLO. One
-/// request in flight per connection: enough connections that a slow (debug-build,
-/// shared-CPU) round trip still keeps the rate.
+/// 200 subscribers and `pubs` publishers at 1,000 msg/s for 2 s, generous SLO.
+fn steady_args(pubs: usize) -> Vec<String> {
+    let mut args = vec!["--subs=200".to_string(), format!("--pubs={pubs}")];
+    args.extend(
+        [
+            "--rate=1000",
+            "--duration=2",
+            "--drain=1",
+            "--settle=0.2",
+            "--threads=2",
+            "--slo-ms=1000",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// 10 HTTP publishers: one request in flight per connection, enough connections that a
+/// slow (debug-build, shared-CPU) round trip still keeps the rate.
 fn http_steady_args() -> Vec<String> {
-    [
-        "--subs=200",
-        "--pubs=10",
-        "--rate=1000",
-        "--duration=2",
-        "--drain=1",
-        "--settle=0.2",
-        "--threads=2",
-        "--slo-ms=1000",
-    ]
-    .map(String::from)
-    .to_vec()
+    steady_args(10)
+}
+
+/// `first`, then 2 WebSocket publishers.
+fn ws_steady_args(first: &[String]) -> Vec<String> {
+    let mut args = first.to_vec();
+    args.extend(steady_args(2));
+    args
 }
 
 fn run_loadtest(args: &[String]) -> Report {
@@ -127,18 +139,10 @@ fn wss_exact_delivery() {
         ..hubcast::Config::default()
     });
     let addr = server.local_addr();
-    let report = run_loadtest(&[
+    let report = run_loadtest(&ws_steady_args(&[
         format!("--url=wss://{addr}/ws?topic=t"),
         format!("--ca-file={}", cert.display()),
-        "--subs=200".into(),
-        "--pubs=2".into(),
-        "--rate=1000".into(),
-        "--duration=2".into(),
-        "--drain=1".into(),
-        "--settle=0.2".into(),
-        "--threads=2".into(),
-        "--slo-ms=1000".into(),
-    ]);
+    ]));
     assert_exact(&report, 200);
     assert_eq!(report.summary.publisher_received, 2 * 2_000);
     server.shutdown();
@@ -151,18 +155,10 @@ fn websocket_publishers_exact_delivery() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_server();
     let addr = server.local_addr();
-    let report = run_loadtest(&[
+    let report = run_loadtest(&ws_steady_args(&[
         format!("--url=ws://{addr}/ws?topic=t"),
-        "--subs=200".into(),
-        "--pubs=2".into(),
-        "--rate=1000".into(),
-        "--duration=2".into(),
-        "--drain=1".into(),
-        "--settle=0.2".into(),
-        "--threads=2".into(),
-        "--slo-ms=1000".into(),
         format!("--server-pid={}", std::process::id()),
-    ]);
+    ]));
     assert_exact(&report, 200);
     // Chat mode: each publisher also receives every message (sender included).
     assert_eq!(report.summary.publisher_received, 2 * 2_000);
@@ -313,18 +309,10 @@ fn v1_subscribers_exact_delivery_and_offsets() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_server();
     let addr = server.local_addr();
-    let report = run_loadtest(&[
+    let report = run_loadtest(&ws_steady_args(&[
         format!("--url=ws://{addr}/ws?topic=v"),
         "--protocol=v1".into(),
-        "--subs=200".into(),
-        "--pubs=2".into(),
-        "--rate=1000".into(),
-        "--duration=2".into(),
-        "--drain=1".into(),
-        "--settle=0.2".into(),
-        "--threads=2".into(),
-        "--slo-ms=1000".into(),
-    ]);
+    ]));
     assert_exact(&report, 200);
     let step = &report.steps[0];
     assert_eq!(step.offset_gaps, Some(0));

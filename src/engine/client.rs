@@ -291,8 +291,17 @@ impl Client {
     }
 
     /// Whether anything waits to go out (queue, or sealed ciphertext).
+    #[inline]
     fn has_pending(&self) -> bool {
-        !self.queue.is_empty() || self.conn.as_ref().is_some_and(|c| c.sealed_bytes() > 0)
+        !self.queue.is_empty() || self.sealed_waiting()
+    }
+
+    /// Whether TLS ciphertext waits for the socket. Out of line: a plain client with
+    /// queued frames never gets here, and keeping it out keeps the callers on the
+    /// fan-out path small enough to inline.
+    #[inline(never)]
+    fn sealed_waiting(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.sealed_bytes() > 0)
     }
 
     /// What is queued, in order (tests look at which encoding a client got).
@@ -424,6 +433,7 @@ impl Client {
     }
 
     /// Whether a flush task must be started for this client (and marks it started).
+    #[inline]
     pub fn needs_flusher(&mut self) -> bool {
         if !self.flushing && self.conn.is_some() && self.has_pending() {
             self.flushing = true;

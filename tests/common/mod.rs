@@ -447,3 +447,51 @@ fn parse_server_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     let payload = b.get(head..head + len)?.to_vec();
     Some((b[0], payload, head + len))
 }
+
+/// An embedding app: its own listener (speaking TLS when `tls` is given) and its own
+/// hyper service, which hands `/live` to hubcast's `Hub::upgrade` and answers anything
+/// else with `app`.
+pub async fn embedding_app(hub: Hub, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = listener.accept().await {
+            let (hub, tls) = (hub.clone(), tls.clone());
+            tokio::spawn(async move {
+                match tls {
+                    None => serve_app(hub, peer, tcp).await,
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            serve_app(hub, peer, stream).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn serve_app<I>(hub: Hub, peer: SocketAddr, io: I)
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let svc = hyper::service::service_fn(move |mut req| {
+        let hub = hub.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(if req.uri().path() == "/live" {
+                hub.upgrade(&mut req, Some(peer))
+            } else {
+                hyper::Response::new(Full::new(Bytes::from_static(b"app")))
+            })
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
+}

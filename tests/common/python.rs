@@ -3,6 +3,12 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use hubcast::Hub;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+
+use super::{next_data, within};
+
 pub type FirstLine = (
     Option<String>,
     std::io::Lines<BufReader<std::process::ChildStdout>>,
@@ -32,4 +38,49 @@ pub fn python_script(
         (ready, lines)
     });
     (child, lines)
+}
+
+/// The chat round of `tests/python/client.py` (`extra`: its optional arguments, e.g. a
+/// CA file for `wss://`): it connects to `url`, the hub publishes "one", "two" and a
+/// 100 KB text to `topic`, it receives them, sends `py:hello`, gets its echo and closes
+/// with 1000. `ours`, our own client on the same topic, must see the same four messages.
+pub async fn python_chat_round<S: AsyncRead + AsyncWrite + Unpin>(
+    hub: &Hub,
+    url: &str,
+    extra: &[&str],
+    topic: &str,
+    ours: &mut WebSocketStream<S>,
+) {
+    let mut args = vec![url, "3"];
+    args.extend_from_slice(extra);
+    let (mut child, lines) = python_script("client.py", &args);
+    let (ready, lines) = within(lines).await.expect("reader");
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "python client did not connect (is `websockets` installed?)"
+    );
+    let big = "ü".repeat(50_000);
+    for m in ["one", "two", big.as_str()] {
+        hub.publish(topic, m).expect("publish");
+    }
+    let summary = within(tokio::task::spawn_blocking(move || {
+        lines.last().and_then(Result::ok)
+    }))
+    .await
+    .expect("join")
+    .expect("summary line");
+    let status = within(tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "python client failed: {summary}");
+    let v: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    assert_eq!(v["received"], serde_json::json!(["one", "two", big]));
+    assert_eq!(v["echo"], "py:hello");
+    assert_eq!(v["close_code"], 1000);
+    // Our client on the same topic saw the Python client's message too.
+    for expected in ["one", "two", big.as_str(), "py:hello"] {
+        assert_eq!(next_data(ours).await.as_deref(), Some(expected.as_bytes()));
+    }
 }

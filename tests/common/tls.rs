@@ -106,6 +106,23 @@ impl TestCerts {
         path
     }
 
+    /// A server configuration serving `issued` (for an app doing TLS itself).
+    pub fn server_config(&self, issued: &Issued) -> Arc<rustls::ServerConfig> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("cert");
+        let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+        Arc::new(config)
+    }
+
     /// A client configuration trusting this CA only. It never resumes a session: a
     /// resumed handshake shows no certificate (the client would report the one of the
     /// session it resumed), and the tests check which certificate each handshake got.
