@@ -224,6 +224,25 @@ async fn a_recreated_stream_is_a_new_epoch() {
     a.stop();
 }
 
+/// Asks `presence` of `topic` (ids from `id` on) until the answer is `want`; an answer
+/// above it fails at once.
+async fn presence_until(ws: &mut Ws, id: &mut u64, topic: &str, want: u64) {
+    within(async {
+        loop {
+            *id += 1;
+            let mut none = Vec::new();
+            let r = call(ws, *id, json!({"presence": {"topic": topic}}), &mut none).await;
+            let n = r["result"]["subscribers"].as_u64().expect("a count");
+            if n == want {
+                return;
+            }
+            assert!(n <= want.max(4), "{r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_counts_the_subscribers_of_every_node() {
     // Presence does not need the history: a plain cluster (core NATS) counts too.
@@ -245,27 +264,8 @@ async fn presence_counts_the_subscribers_of_every_node() {
     b.wait_connections(3).await;
     let mut asker = v1_connect(&a, "").await;
     let mut id = 0;
-    let count = |v: &Value| v["result"]["subscribers"].as_u64();
     // Reports travel once a second: ask until A has heard from B.
-    within(async {
-        loop {
-            id += 1;
-            let mut none = Vec::new();
-            let r = call(
-                &mut asker,
-                id,
-                json!({"presence": {"topic": "game"}}),
-                &mut none,
-            )
-            .await;
-            if count(&r) == Some(4) {
-                break;
-            }
-            assert!(count(&r) <= Some(4), "{r}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    presence_until(&mut asker, &mut id, "game", 4).await;
     // And B counts A's clients the same way, in `GET /topics/{topic}`.
     within(async {
         loop {
@@ -291,24 +291,7 @@ async fn presence_counts_the_subscribers_of_every_node() {
     // B's clients leave: A's count follows within a report.
     on_b.clear();
     b.wait_connections(0).await;
-    within(async {
-        loop {
-            id += 1;
-            let mut none = Vec::new();
-            let r = call(
-                &mut asker,
-                id,
-                json!({"presence": {"topic": "game"}}),
-                &mut none,
-            )
-            .await;
-            if count(&r) == Some(2) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    presence_until(&mut asker, &mut id, "game", 2).await;
     a.stop();
     b.stop();
 }

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod python;
+#[allow(unused_imports)] // used by some test files only
+pub use python::{python_script, python_summary};
 pub mod tls;
 pub mod v1;
 
@@ -140,61 +142,6 @@ pub fn spawn_binary_logging(
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in the banner: {line:?}"));
     (child, addr)
-}
-
-/// What [`python_script`] hands back: the script's first line (its "ready" signal) and
-/// the rest of its output.
-pub type FirstLine = (
-    Option<String>,
-    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-);
-
-/// Starts `tests/python/SCRIPT ARGS` with `HUBCAST_PYTHON` (a third-party client); the
-/// task yields the first line it prints and the rest of its output.
-pub fn python_script(
-    script: &str,
-    args: &[&str],
-) -> (std::process::Child, tokio::task::JoinHandle<FirstLine>) {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    let python = std::env::var("HUBCAST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(&python)
-        .arg(&path)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python} (run the tests through scripts/test): {e}")
-        });
-    let stdout = child.stdout.take().expect("stdout");
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let ready = lines.next().and_then(Result::ok);
-        (ready, lines)
-    });
-    (child, lines)
-}
-
-/// Waits for a script started by [`python_script`] to print its last line and exit;
-/// returns that line, parsed as JSON, failing the test if the script failed.
-pub async fn python_summary(
-    mut child: std::process::Child,
-    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-) -> serde_json::Value {
-    let summary = within(tokio::task::spawn_blocking(move || {
-        lines.last().and_then(Result::ok)
-    }))
-    .await
-    .expect("join")
-    .unwrap_or_default();
-    let status = within(tokio::task::spawn_blocking(move || child.wait()))
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success(), "python client failed: {summary}");
-    serde_json::from_str(&summary).unwrap_or_else(|e| panic!("{e}: {summary}"))
 }
 
 /// Runs `f`, failing the test if it takes longer than [`PATIENCE`].

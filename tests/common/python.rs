@@ -53,7 +53,7 @@ pub async fn python_chat_round<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut args = vec![url, "3"];
     args.extend_from_slice(extra);
-    let (mut child, lines) = python_script("client.py", &args);
+    let (child, lines) = python_script("client.py", &args);
     let (ready, lines) = within(lines).await.expect("reader");
     assert_eq!(
         ready.as_deref(),
@@ -64,18 +64,7 @@ pub async fn python_chat_round<S: AsyncRead + AsyncWrite + Unpin>(
     for m in ["one", "two", big.as_str()] {
         hub.publish(topic, m).expect("publish");
     }
-    let summary = within(tokio::task::spawn_blocking(move || {
-        lines.last().and_then(Result::ok)
-    }))
-    .await
-    .expect("join")
-    .expect("summary line");
-    let status = within(tokio::task::spawn_blocking(move || child.wait()))
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success(), "python client failed: {summary}");
-    let v: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    let v = python_summary(child, lines).await;
     assert_eq!(v["received"], serde_json::json!(["one", "two", big]));
     assert_eq!(v["echo"], "py:hello");
     assert_eq!(v["close_code"], 1000);
@@ -83,4 +72,24 @@ pub async fn python_chat_round<S: AsyncRead + AsyncWrite + Unpin>(
     for expected in ["one", "two", big.as_str(), "py:hello"] {
         assert_eq!(next_data(ours).await.as_deref(), Some(expected.as_bytes()));
     }
+}
+
+/// Waits for a script started by [`python_script`] to print its last line and exit;
+/// returns that line, parsed as JSON, failing the test if the script failed.
+pub async fn python_summary(
+    mut child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+) -> serde_json::Value {
+    let summary = within(tokio::task::spawn_blocking(move || {
+        lines.last().and_then(Result::ok)
+    }))
+    .await
+    .expect("join")
+    .unwrap_or_default();
+    let status = within(tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "python client failed: {summary}");
+    serde_json::from_str(&summary).unwrap_or_else(|e| panic!("{e}: {summary}"))
 }
