@@ -486,7 +486,8 @@ fn unique_pids(pids: &[u32]) -> Result<Vec<u32>> {
     Ok(pids.to_vec())
 }
 
-fn secs(name: &str, v: f64) -> Result<Duration> {
+/// `--name`'s value as a duration: a finite, non-negative number of seconds.
+pub(crate) fn secs(name: &str, v: f64) -> Result<Duration> {
     ensure!(
         v.is_finite() && v >= 0.0,
         "--{name} must be a non-negative number of seconds"

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use clap::builder::BoolishValueParser;
 
+use crate::cli::secs;
 use crate::payload;
 use crate::target::Target;
 
@@ -52,7 +53,7 @@ pub struct SoakArgs {
     #[arg(long, env = "HUBCAST_SOAK_RATE", default_value_t = 20.0)]
     pub rate: f64,
 
-    /// Bytes per numbered message (at least 36).
+    /// Bytes per numbered message (36 to 64 KiB).
     #[arg(long, env = "HUBCAST_SOAK_SIZE", default_value_t = 128)]
     pub size: usize,
 
@@ -191,14 +192,6 @@ pub struct SoakConfig {
     pub inject_leak: usize,
 }
 
-fn secs(name: &str, v: f64) -> Result<Duration> {
-    ensure!(
-        v.is_finite() && v >= 0.0,
-        "--{name} must be a non-negative number of seconds"
-    );
-    Ok(Duration::from_secs_f64(v))
-}
-
 fn rate(name: &str, v: f64) -> Result<f64> {
     ensure!(v.is_finite() && v >= 0.0, "--{name} must be >= 0");
     Ok(v)
@@ -226,8 +219,8 @@ impl SoakArgs {
             "--sample-every must be at least 0.1 s"
         );
         ensure!(
-            self.size >= payload::STAMP_LEN,
-            "--size must be at least {} (the sequence stamp)",
+            (payload::STAMP_LEN..=64 * 1024).contains(&self.size),
+            "--size must be within {}..=65536 (at least the sequence stamp)",
             payload::STAMP_LEN
         );
         ensure!(
@@ -326,6 +319,7 @@ mod tests {
         assert!(parse(&["--duration", "0"]).is_err());
         assert!(parse(&["--duration", "60", "--warmup", "60"]).is_err());
         assert!(parse(&["--size", "35"]).is_err());
+        assert!(parse(&["--size", "65537"]).is_err());
         assert!(parse(&["--bulk-size", "70000"]).is_err());
         assert!(parse(&["--clients", "5", "--ping-flooders", "6"]).is_err());
         assert!(parse(&["--rate", "0"]).is_err());

@@ -27,8 +27,11 @@ pub(super) const NUMBERED: u16 = 0;
 /// The bulk publisher's id.
 pub(super) const BULK: u16 = 1;
 
-/// How long a request may wait for its answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may wait for its answer before it counts as failed; one slower
+/// than [`ANSWER_SLOW`] is only noted.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// An answer slower than this is noted.
+const ANSWER_SLOW: Duration = Duration::from_secs(5);
 /// Pause before reconnecting after a failed request.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// Requests in flight on the connection (HTTP/1.1 pipelining keeps their order).
@@ -164,7 +167,10 @@ fn answers(
         if r.interim {
             continue;
         }
-        let (seq, _) = in_flight.pop_front().ok_or("an answer to no request")?;
+        let (seq, sent) = in_flight.pop_front().ok_or("an answer to no request")?;
+        if sent.elapsed() > ANSWER_SLOW {
+            shared.note(format!("publish: answered after more than {ANSWER_SLOW:?}"));
+        }
         if (200..300).contains(&r.status) {
             shared.add(ok, 1);
             if ok == C::Published {
