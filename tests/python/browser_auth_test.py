@@ -16,20 +16,11 @@ import hashlib
 import hmac
 import json
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 
-from browser_test import ARGS, CHROMIUM, TIMEOUT_MS
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    sys.exit(
-        "Playwright for Python is not installed in this interpreter "
-        f"({sys.executable}): run the tests through scripts/test"
-    )
+from browser_test import TIMEOUT_MS, in_chromium
 
 TOPIC = "auth.feed"
 LIFETIME_S = 4
@@ -125,19 +116,7 @@ def run(page, base, secret):
 
 def main():
     base, secret = sys.argv[1].rstrip("/"), sys.argv[2]
-    errors = []
-    with tempfile.TemporaryDirectory(prefix="hubcast-chromium-") as profile, sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=ARGS
-        )
-        page = context.pages[0] if context.pages else context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            run(page, base, secret)
-            assert not errors, f"errors in the page: {errors}"
-        finally:
-            context.close()
+    in_chromium(lambda page, _context: run(page, base, secret))
     print("browser auth test passed")
 
 

@@ -180,9 +180,9 @@ def dump(page, errors):
             print(f"--- {what}: unavailable ({e})", file=sys.stderr)
 
 
-def main():
-    base = sys.argv[1].rstrip("/")
-    expect.set_options(timeout=TIMEOUT_MS)
+def in_chromium(test, report=None):
+    """Runs `test(page, context)` in a fresh headless Chromium profile; fails on any
+    error the page raised. `report(page, errors)` explains a failure."""
     errors = []
     with tempfile.TemporaryDirectory(prefix="hubcast-chromium-") as profile, sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
@@ -192,13 +192,20 @@ def main():
         page.set_default_timeout(TIMEOUT_MS)
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
-            run(page, context, base)
+            test(page, context)
             assert not errors, f"errors in the page: {errors}"
         except BaseException:
-            dump(page, errors)
+            if report:
+                report(page, errors)
             raise
         finally:
             context.close()
+
+
+def main():
+    base = sys.argv[1].rstrip("/")
+    expect.set_options(timeout=TIMEOUT_MS)
+    in_chromium(lambda page, context: run(page, context, base), dump)
     print("browser test passed")
 
 
