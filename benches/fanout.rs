@@ -25,7 +25,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hubcast::engine::client::{Client, Flushed};
 use hubcast::engine::fanout::{Outcome, Published, fan_out, fan_out_batch};
-use hubcast::engine::registry::Registry;
+use hubcast::engine::registry::{Registry, Snapshot};
 use hubcast::engine::transport::Conn;
 use hubcast::wire::frame::{Opcode, encode};
 
@@ -45,6 +45,24 @@ struct Tally {
     deliveries: u64,
 }
 
+/// One measured fan-out (`run`), its allocations and deliveries tallied; returns its
+/// duration.
+fn timed(
+    reg: &mut Registry,
+    out: &mut Outcome,
+    tally: &mut Tally,
+    run: impl FnOnce(&mut Registry, &mut Outcome),
+) -> Duration {
+    out.clear();
+    let before = allocations();
+    let t = Instant::now();
+    run(reg, out);
+    let took = t.elapsed();
+    tally.allocs += allocations() - before;
+    tally.deliveries += out.deliveries;
+    took
+}
+
 /// One measured fan-out of `frame` to `keys`; returns its duration.
 fn timed_fan_out(
     reg: &mut Registry,
@@ -53,24 +71,42 @@ fn timed_fan_out(
     out: &mut Outcome,
     tally: &mut Tally,
 ) -> Duration {
-    out.clear();
-    let before = allocations();
-    let t = Instant::now();
-    fan_out(reg, keys, frame, 1, usize::MAX, out);
-    let took = t.elapsed();
-    tally.allocs += allocations() - before;
-    tally.deliveries += out.deliveries;
-    took
+    timed(reg, out, tally, |reg, out| {
+        fan_out(reg, keys, frame, 1, usize::MAX, out)
+    })
+}
+
+/// `iters` measured rounds, each after emptying every client's queue, so that every
+/// round starts from the same state; returns their total duration.
+fn emptied_rounds(
+    iters: u64,
+    reg: &mut Registry,
+    mut round: impl FnMut(&mut Registry) -> Duration,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        for (_, c) in reg.iter_mut() {
+            c.discard_queue();
+        }
+        total += round(reg);
+    }
+    total
+}
+
+/// `n` plain clients of topic `t`, registered, and their snapshot.
+fn plain_clients(n: usize) -> (Registry, Arc<str>, Snapshot) {
+    let mut reg = Registry::new();
+    let topic = reg.intern("t");
+    for i in 0..n {
+        reg.insert(Client::new(i as u64, Box::new([topic.clone()])));
+    }
+    let snap = reg.rebuild();
+    (reg, topic, snap)
 }
 
 fn queued(c: &mut Criterion) {
     const N: usize = 10_000;
-    let mut reg = Registry::new();
-    let topic = reg.intern("t");
-    for i in 0..N {
-        reg.insert(Client::new(i as u64, Box::new([topic.clone()])));
-    }
-    let snap = reg.rebuild();
+    let (mut reg, _, snap) = plain_clients(N);
     let frame = encode(Opcode::Text, &[b'x'; 64]);
     let mut out = Outcome::default();
     // Warm up each queue's capacity, as a steady state would have it.
@@ -87,20 +123,9 @@ fn queued(c: &mut Criterion) {
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function(BenchmarkId::from_parameter(N), |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                for (_, c) in reg.iter_mut() {
-                    c.discard_queue();
-                }
-                total += timed_fan_out(
-                    &mut reg,
-                    snap.subscribers("t"),
-                    &frame,
-                    &mut out,
-                    &mut tally,
-                );
-            }
-            total
+            emptied_rounds(iters, &mut reg, |reg| {
+                timed_fan_out(reg, snap.subscribers("t"), &frame, &mut out, &mut tally)
+            })
         })
     });
     g.finish();
@@ -218,12 +243,7 @@ fn socket_fan_out(c: &mut Criterion, name: &str, tls: Option<tls::Pair>) {
 fn batch(c: &mut Criterion) {
     const N: usize = 10_000;
     const FRAMES: usize = 8;
-    let mut reg = Registry::new();
-    let topic = reg.intern("t");
-    for i in 0..N {
-        reg.insert(Client::new(i as u64, Box::new([topic.clone()])));
-    }
-    let snap = reg.rebuild();
+    let (mut reg, topic, snap) = plain_clients(N);
     let batch: Vec<Published> = (0..FRAMES)
         .map(|_| Published::new(topic.clone(), encode(Opcode::Text, &[b'x'; 64])))
         .collect();
@@ -234,20 +254,11 @@ fn batch(c: &mut Criterion) {
     g.throughput(Throughput::Elements((N * FRAMES) as u64));
     g.bench_function(BenchmarkId::from_parameter(N), |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                for (_, c) in reg.iter_mut() {
-                    c.discard_queue();
-                }
-                out.clear();
-                let before = allocations();
-                let t = Instant::now();
-                fan_out_batch(&mut reg, &snap, &batch, usize::MAX, &mut out);
-                total += t.elapsed();
-                tally.allocs += allocations() - before;
-                tally.deliveries += out.deliveries;
-            }
-            total
+            emptied_rounds(iters, &mut reg, |reg| {
+                timed(reg, &mut out, &mut tally, |reg, out| {
+                    fan_out_batch(reg, &snap, &batch, usize::MAX, out)
+                })
+            })
         })
     });
     g.finish();

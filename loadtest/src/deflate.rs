@@ -3,9 +3,13 @@
 //! Owns the offer, the check of the server's answer and the inflating of compressed
 //! messages. The offer asks for `server_no_context_takeover`, which a server accepting
 //! it must grant: every message it sends is then compressed from an empty window and
-//! stands alone, so one inflater per worker thread, reset per message, serves all of
-//! the thread's connections — the load generator keeps no 32 KiB window per
-//! connection. Subscribers never send data messages, so nothing is compressed on this
+//! stands alone, so one inflater per worker thread serves all of the thread's
+//! connections — the load generator keeps no 32 KiB window per connection. It is not
+//! even reset between messages (a reset clears the 32 KiB window, which cost more than
+//! inflating a 1 KiB message): each message is whole DEFLATE blocks ending in a sync
+//! flush, so it leaves the inflater at a block boundary, and it never refers back past
+//! its own start, so whatever the window holds from other messages is never read. Only
+//! a stream that ends (a block with BFINAL set) or an error resets it. Subscribers never send data messages, so nothing is compressed on this
 //! side. No I/O here: `proto` calls [`Inflate::message`] for every compressed message.
 
 use std::fmt;
@@ -68,7 +72,12 @@ impl fmt::Display for InflateError {
 /// One worker thread's inflater and output buffer.
 pub struct Inflate {
     decompress: Decompress,
-    out: Vec<u8>,
+    /// Output, initialised once: flate2 zero-fills the spare capacity of a `Vec` on
+    /// every `decompress_vec` call (its miniz_oxide backend takes initialised slices),
+    /// which for a 64 KiB buffer cost more than inflating a 1 KiB message.
+    buf: Vec<u8>,
+    /// Bytes of `buf` holding the current message.
+    filled: usize,
     limit: usize,
 }
 
@@ -85,7 +94,8 @@ impl Inflate {
     pub fn new(limit: usize) -> Self {
         Self {
             decompress: Decompress::new(false),
-            out: Vec::with_capacity(64 << 10),
+            buf: vec![0; 64 << 10],
+            filled: 0,
             limit,
         }
     }
@@ -93,55 +103,84 @@ impl Inflate {
     /// Inflates one whole compressed message (the `00 00 ff ff` tail dropped by the
     /// sender); the result lives until the next call.
     pub fn message(&mut self, compressed: &[u8]) -> Result<&[u8], InflateError> {
-        self.decompress.reset(false);
-        self.out.clear();
+        self.filled = 0;
+        let mut ended = false;
         for input in [compressed, &TAIL[..]] {
-            self.feed(input)?;
+            match self.feed(input) {
+                Ok(end) => ended |= end,
+                Err(e) => {
+                    self.decompress.reset(false);
+                    return Err(e);
+                }
+            }
         }
-        Ok(&self.out)
+        if ended {
+            self.decompress.reset(false);
+        }
+        Ok(&self.buf[..self.filled])
     }
 
-    fn feed(&mut self, mut input: &[u8]) -> Result<(), InflateError> {
-        while !input.is_empty() || self.out.len() == self.out.capacity() {
-            if self.out.len() > self.limit {
+    /// Inflates `input` behind what the message has so far; `Ok(true)` when the
+    /// DEFLATE stream ended.
+    fn feed(&mut self, mut input: &[u8]) -> Result<bool, InflateError> {
+        loop {
+            if self.filled > self.limit {
                 return Err(InflateError::TooLarge);
             }
-            if self.out.len() == self.out.capacity() {
-                self.out.reserve(self.out.capacity().max(4096));
+            if self.filled == self.buf.len() {
+                let grown = self.buf.len() * 2;
+                self.buf.resize(grown, 0);
             }
-            let (before_in, before_out) = (self.decompress.total_in(), self.out.len());
+            let (before_in, before_out) = (self.decompress.total_in(), self.decompress.total_out());
             let status = self
                 .decompress
-                .decompress_vec(input, &mut self.out, FlushDecompress::Sync)
+                .decompress(input, &mut self.buf[self.filled..], FlushDecompress::Sync)
                 .map_err(|_| InflateError::Corrupt)?;
             let used = usize::try_from(self.decompress.total_in() - before_in)
                 .map_err(|_| InflateError::Corrupt)?;
+            let produced = usize::try_from(self.decompress.total_out() - before_out)
+                .map_err(|_| InflateError::Corrupt)?;
             input = &input[used.min(input.len())..];
-            let stuck = used == 0 && self.out.len() == before_out;
-            if status == Status::StreamEnd || (stuck && self.out.len() < self.out.capacity()) {
-                break; // a final block, or nothing held back
+            self.filled += produced;
+            if status == Status::StreamEnd {
+                return self.checked(true);
+            }
+            // Done once the input is used up and the output was not full (the
+            // decompressor may hold output back only when it ran out of room).
+            if self.filled < self.buf.len() && (input.is_empty() || used + produced == 0) {
+                if input.is_empty() {
+                    return self.checked(false);
+                }
+                return Err(InflateError::Corrupt);
             }
         }
-        if self.out.len() > self.limit {
+    }
+
+    fn checked(&self, ended: bool) -> Result<bool, InflateError> {
+        if self.filled > self.limit {
             return Err(InflateError::TooLarge);
         }
-        Ok(())
+        Ok(ended)
     }
+}
+
+/// `data` compressed as a server without context takeover sends it (a sync flush, the
+/// tail dropped): for tests of this module and of `proto`.
+#[cfg(test)]
+pub(crate) fn compressed(data: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut c = Compress::new(Compression::fast(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    c.compress_vec(data, &mut out, FlushCompress::Sync)
+        .expect("compress");
+    out.truncate(out.len() - TAIL.len());
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use flate2::{Compress, Compression, FlushCompress};
-
-    fn compressed(data: &[u8]) -> Vec<u8> {
-        let mut c = Compress::new(Compression::fast(), false);
-        let mut out = Vec::with_capacity(data.len() + 64);
-        c.compress_vec(data, &mut out, FlushCompress::Sync)
-            .expect("compress");
-        out.truncate(out.len() - 4);
-        out
-    }
 
     #[test]
     fn answers_are_checked() {
@@ -171,6 +210,14 @@ mod tests {
             assert_eq!(inf.message(&compressed(data)).expect("inflates"), data);
         }
         assert_eq!(inf.message(&[0xff, 0xff]), Err(InflateError::Corrupt));
+        // After an error, and after a stream that ended (BFINAL), the next message is fine.
+        assert_eq!(inf.message(&compressed(&a)).expect("inflates"), &a[..]);
+        let mut c = Compress::new(Compression::fast(), false);
+        let mut last = Vec::with_capacity(a.len() + 64);
+        c.compress_vec(&a, &mut last, FlushCompress::Finish)
+            .expect("compress");
+        assert_eq!(inf.message(&last).expect("final block"), &a[..]);
+        assert_eq!(inf.message(&compressed(&b)).expect("after it"), &b[..]);
         let mut small = Inflate::new(1000);
         assert_eq!(small.message(&compressed(&b)), Err(InflateError::TooLarge));
         assert_eq!(

@@ -467,22 +467,12 @@ mod tests {
         f
     }
 
-    fn deflated(data: &[u8]) -> Vec<u8> {
-        use flate2::{Compress, Compression, FlushCompress};
-        let mut c = Compress::new(Compression::fast(), false);
-        let mut out = Vec::with_capacity(data.len() + 64);
-        c.compress_vec(data, &mut out, FlushCompress::Sync)
-            .expect("compress");
-        out.truncate(out.len() - 4);
-        out
-    }
-
     #[test]
     fn compressed_messages_are_inflated_whole_or_fragmented() {
         let inflate = Rc::new(RefCell::new(Inflate::new(1 << 20)));
         let mut p = Proto::new(1, 1 << 20).with_inflate(inflate);
         let a = b"hc0100020000000000000100000000000012345678..........".repeat(8);
-        let z = deflated(&a);
+        let z = crate::deflate::compressed(&a);
         let mut s = compressed_frame(true, OP_TEXT, &z);
         s.extend(sframe(true, OP_TEXT, b"plain"));
         s.extend(compressed_frame(false, OP_BINARY, &z[..z.len() / 2]));
@@ -511,7 +501,7 @@ mod tests {
 
     #[test]
     fn rsv1_without_deflate_or_off_the_first_frame_is_an_error() {
-        let z = deflated(b"hello hello hello");
+        let z = crate::deflate::compressed(b"hello hello hello");
         let mut out = Vec::new();
         let mut plain = Proto::new(1, 1 << 20);
         assert_eq!(

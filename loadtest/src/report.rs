@@ -76,6 +76,10 @@ pub struct Setup {
     pub protocol: String,
     /// `--recover N` (messages missed in the recovery scenario), if given.
     pub recover: Option<u64>,
+    /// `--deflate`: subscribers negotiated permessage-deflate.
+    pub deflate: bool,
+    /// `--payload`: what pads plain payloads (`dots` or `json`).
+    pub payload: String,
 }
 
 /// The connect phase.

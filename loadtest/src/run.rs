@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{Config, Mode, Protocol, PublishVia, Recover};
+use crate::cli::{Config, Filler, Mode, Protocol, PublishVia, Recover};
 use crate::pacing;
 use crate::procfs::{self, ProcSample};
 use crate::recovery::{self, RecoveryReport, RunFacts};
@@ -743,6 +743,12 @@ pub fn run_with_progress(cfg: &Config, mode: ProgressMode) -> Result<Report> {
                 Mode::Idle(_) => Vec::new(),
             },
             protocol: cfg.protocol.name().into(),
+            deflate: cfg.deflate,
+            payload: match cfg.filler {
+                Filler::Dots => "dots",
+                Filler::Json => "json",
+            }
+            .into(),
             recover: match &cfg.mode {
                 Mode::Recover(r) => Some(r.messages),
                 _ => None,

@@ -371,30 +371,30 @@ impl Metrics {
             self.sum(|s| &s.deflate_connections),
         );
         let d = &self.deflate;
-        one(
-            "hubcast_deflate_messages_total",
-            "counter",
-            "Message encodings compressed at publish, once each for all their recipients (plain frame and v1 push count apart).",
-            d.messages.load(Relaxed),
-        );
-        one(
-            "hubcast_deflate_incompressible_total",
-            "counter",
-            "Compressions that did not make the message smaller (sent uncompressed).",
-            d.incompressible.load(Relaxed),
-        );
-        one(
-            "hubcast_deflate_input_bytes_total",
-            "counter",
-            "Payload bytes of the compressed encodings.",
-            d.bytes_in.load(Relaxed),
-        );
-        one(
-            "hubcast_deflate_output_bytes_total",
-            "counter",
-            "Bytes of their compressed frames, headers included.",
-            d.bytes_out.load(Relaxed),
-        );
+        for (name, help, value) in [
+            (
+                "hubcast_deflate_messages_total",
+                "Message encodings compressed at publish, once each for all their recipients (plain frame and v1 push count apart).",
+                &d.messages,
+            ),
+            (
+                "hubcast_deflate_incompressible_total",
+                "Compressions that did not make the message smaller (sent uncompressed).",
+                &d.incompressible,
+            ),
+            (
+                "hubcast_deflate_input_bytes_total",
+                "Payload bytes of the compressed encodings.",
+                &d.bytes_in,
+            ),
+            (
+                "hubcast_deflate_output_bytes_total",
+                "Bytes of their compressed frames, headers included.",
+                &d.bytes_out,
+            ),
+        ] {
+            one(name, "counter", help, value.load(Relaxed));
+        }
         let inflaters = self.sum(|s| &s.inflaters);
         one(
             "hubcast_inflate_contexts",

@@ -146,6 +146,40 @@ impl Snapshot {
     }
 }
 
+/// One topic's subscribers while a snapshot is built. Plain clients without
+/// permessage-deflate — the common case — go straight into `plain`; the other kinds
+/// (plain with deflate, v1, v1 with deflate) get their lists only when some client is
+/// one, so a registry of plain clients rebuilds as cheaply as before there were kinds.
+struct Group {
+    topic: Arc<str>,
+    plain: Vec<u32>,
+    others: Option<Box<[Vec<u32>; 3]>>,
+}
+
+impl Group {
+    /// The snapshot's entry: one slice, the kinds in order, and where each starts.
+    fn into_subscribers(self) -> (Arc<str>, Subscribers) {
+        let mut keys = self.plain;
+        let deflate_from = keys.len();
+        let (mut v1_from, mut v1_deflate_from) = (deflate_from, deflate_from);
+        if let Some(others) = self.others {
+            let [deflate, v1, v1_deflate] = *others;
+            keys.extend_from_slice(&deflate);
+            v1_from = keys.len();
+            keys.extend_from_slice(&v1);
+            v1_deflate_from = keys.len();
+            keys.extend_from_slice(&v1_deflate);
+        }
+        let s = Subscribers {
+            keys: keys.into_boxed_slice(),
+            deflate_from,
+            v1_from,
+            v1_deflate_from,
+        };
+        (self.topic, s)
+    }
+}
+
 enum Slot {
     Live(Client),
     /// Gone; the slot is freed at the next rebuild.
@@ -268,49 +302,41 @@ impl Registry {
         }
         // Topic names are interned, so one topic is one pointer: group by address, and
         // skip even that lookup while consecutive clients share a topic (the common case).
-        // Per topic: plain keys, plain with deflate, v1, v1 with deflate.
-        let mut groups: Vec<(Arc<str>, [Vec<u32>; 4])> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let mut index: HashMap<*const u8, usize> = HashMap::new();
         let mut last: Option<(*const u8, usize)> = None;
         for (key, slot) in self.slots.iter() {
             let Slot::Live(c) = slot else { continue };
+            // 0: plain; 1: plain + deflate; 2: v1; 3: v1 + deflate.
             let kind = usize::from(c.is_v1()) * 2 + usize::from(c.deflate().is_some());
             for t in c.topics.iter() {
                 let ptr = t.as_ptr();
                 let g = match last {
                     Some((p, g)) if p == ptr => g,
                     _ => *index.entry(ptr).or_insert_with(|| {
-                        groups.push((t.clone(), Default::default()));
+                        groups.push(Group {
+                            topic: t.clone(),
+                            plain: Vec::new(),
+                            others: None,
+                        });
                         groups.len() - 1
                     }),
                 };
                 last = Some((ptr, g));
-                groups[g].1[kind].push(key as u32);
+                let group = &mut groups[g];
+                match kind.checked_sub(1) {
+                    None => group.plain.push(key as u32),
+                    Some(other) => {
+                        group.others.get_or_insert_with(Default::default)[other].push(key as u32)
+                    }
+                }
             }
         }
         // Topics nobody holds any more are forgotten.
         self.interned.retain(|t| Arc::strong_count(t) > 1);
         self.dirty = false;
         Snapshot {
-            topics: groups
-                .into_iter()
-                .map(|(topic, [mut keys, deflate, v1, v1_deflate])| {
-                    let deflate_from = keys.len();
-                    keys.extend_from_slice(&deflate);
-                    let v1_from = keys.len();
-                    keys.extend_from_slice(&v1);
-                    let v1_deflate_from = keys.len();
-                    keys.extend_from_slice(&v1_deflate);
-                    let keys = keys.into_boxed_slice();
-                    let s = Subscribers {
-                        keys,
-                        deflate_from,
-                        v1_from,
-                        v1_deflate_from,
-                    };
-                    (topic, s)
-                })
-                .collect(),
+            topics: groups.into_iter().map(Group::into_subscribers).collect(),
             connections: self.live,
         }
     }

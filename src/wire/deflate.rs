@@ -51,18 +51,11 @@ pub enum InflateError {
 }
 
 /// A compressor for `server_no_context_takeover` messages (see the module docs).
+#[derive(Debug)]
 pub struct Deflater {
     compress: Compress,
     /// Something was compressed since the last reset.
     used: bool,
-}
-
-impl std::fmt::Debug for Deflater {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deflater")
-            .field("used", &self.used)
-            .finish()
-    }
 }
 
 impl Default for Deflater {
@@ -150,19 +143,12 @@ pub fn deflated_frame(opcode: Opcode, payload: &[u8]) -> Option<Bytes> {
 }
 
 /// One client's inflate state: the LZ77 window its compressed messages may refer to.
+#[derive(Debug)]
 pub struct Inflater {
     decompress: Decompress,
     /// The current DEFLATE stream ended (a block with BFINAL set): the next message
     /// starts a new one.
     ended: bool,
-}
-
-impl std::fmt::Debug for Inflater {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inflater")
-            .field("ended", &self.ended)
-            .finish()
-    }
 }
 
 impl Default for Inflater {
