@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side: Bun vs hubcast builds/settings at 1,000 subscribers, 64 B, 1 publisher,
-# fixed rates. Usage: pacing.sh OUTDIR ROUNDS "name=cmd..." ...
+# fixed rates (100 and 1,000 msgs/s, 10 s each), servers interleaved, ROUNDS rounds.
+# Usage: loadtest/pacing.sh OUTDIR ROUNDS "name=command with PORT" ...
+#   e.g. loadtest/pacing.sh /tmp/p 3 "bun=loadtest/peers/run.sh bun PORT" \
+#        "hubcast=target/release/hubcast --listen 127.0.0.1:PORT --shards 2"
+# LT= the load generator (default target/release/hubcast-loadtest). JSON per run in OUTDIR.
 set -uo pipefail
 out=$1; rounds=$2; shift 2
 mkdir -p "$out"
