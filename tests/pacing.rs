@@ -1,6 +1,7 @@
 //! Latency-aware batching over real sockets: a shard that writes to many sockets waits
 //! for more frames only when its arrival rate says they will come within the budget, so
-//! a lightly loaded shard writes every message at once, however large the budget.
+//! a lightly loaded shard writes every message at once, however large the budget, and a
+//! busy one writes once per budget.
 
 mod common;
 
@@ -59,6 +60,53 @@ async fn a_light_load_is_written_at_once_even_with_a_large_budget() {
     assert!(
         worst < Duration::from_millis(1_500),
         "a message waited {worst:?} at light load"
+    );
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_shard_writes_once_per_budget() {
+    // 50 messages per second against a 300 ms budget: ~15 expected per wait, so after the
+    // first two rounds (no rate known yet) each shard writes once per budget. A deadline
+    // lost to a wake-up with nothing to send (the bug this guards) added an unpaced
+    // one-message round after every paced one, doubling the rounds.
+    let budget = Duration::from_millis(300);
+    let server = start(|c| c.coalesce = budget);
+    let mut clients = Vec::with_capacity(SUBSCRIBERS);
+    for _ in 0..SUBSCRIBERS {
+        clients.push(connect(&server.url("?topic=t")).await);
+    }
+    server.wait_connections(SUBSCRIBERS).await;
+
+    const MESSAGES: u32 = 100;
+    let gap = Duration::from_millis(20);
+    let began = Instant::now();
+    for i in 0..MESSAGES {
+        server.hub.publish("t", &i.to_string()).expect("publish");
+        // Shapes the load (a message every 20 ms); nothing waits on it.
+        tokio::time::sleep_until((began + gap * (i + 1)).into()).await;
+    }
+    let publishing = began.elapsed();
+    for c in clients.iter_mut() {
+        for i in 0..MESSAGES {
+            let got = next_data(c).await.expect("a message");
+            assert_eq!(got, i.to_string().into_bytes(), "in order, none missing");
+        }
+    }
+    let round = mean_round(&server);
+    assert!(
+        round >= 250e-6,
+        "rounds must be heavy for this test to mean anything: mean {round} s"
+    );
+    // Per shard: two warm-up rounds, one per budget while publishing, one for the tail.
+    let shards = 2;
+    let paced = (publishing.as_secs_f64() / budget.as_secs_f64()).ceil() as u64;
+    let bound = shards * (2 + paced + 2);
+    let rounds = server.metric("hubcast_fanout_rounds_total");
+    assert!(
+        rounds <= bound,
+        "{rounds} rounds for {MESSAGES} messages over {publishing:?} (at most {bound} when \
+         each shard writes once per {budget:?})"
     );
     server.stop();
 }

@@ -203,15 +203,20 @@ impl Shard {
             while let Some(incoming) = self.handle.incoming.pop() {
                 self.take(incoming);
             }
-            if let Some(t) = not_before.take()
-                && !self.handle.inbox.is_empty()
-                && Instant::now() < t
-            {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(t.into()) => {}
-                    _ = shutdown.wait_for(|s| *s) => break,
+            if let Some(t) = not_before {
+                if Instant::now() >= t {
+                    not_before = None;
+                } else if !self.handle.inbox.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t.into()) => {}
+                        _ = shutdown.wait_for(|s| *s) => break,
+                    }
+                    not_before = None;
+                    continue;
                 }
-                continue;
+                // Woken with nothing to send (a registration, or the permit a frame
+                // left while the last round drained it): the deadline still holds for
+                // the next frame. Dropping it here made every other round unpaced.
             }
             {
                 let mut batch = self.batch.borrow_mut();
