@@ -84,7 +84,7 @@ struct Args {
     /// more) a shard waits at most this long for more frames, and only when its arrival
     /// rate predicts at least two within it; a lightly loaded shard writes at once.
     /// 0 = never wait.
-    #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.005)]
+    #[arg(long, env = "HUBCAST_COALESCE", default_value_t = 0.008)]
     coalesce: f64,
     /// Messages kept per topic so that protocol v1 clients can recover what they missed
     /// after a reconnect; 0 = no history.
