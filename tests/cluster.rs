@@ -39,11 +39,20 @@ async fn wait_subscribed(node: &TestServer, n: u64) {
     .await
 }
 
-/// Reads `n` data messages from `ws`, as strings.
+/// Reads `n` data messages from `ws`, as strings. On a timeout, says how far it got
+/// (before `next_data`'s own, longer, timeout would say only "timed out").
 async fn read_n(ws: &mut Ws, n: usize) -> Vec<String> {
-    let mut out = Vec::with_capacity(n);
+    let patience = PATIENCE - Duration::from_secs(1);
+    let mut out: Vec<String> = Vec::with_capacity(n);
     while out.len() < n {
-        let m = next_data(ws).await.expect("a message");
+        let m = match tokio::time::timeout(patience, next_data(ws)).await {
+            Ok(m) => m.expect("a message"),
+            Err(_) => panic!(
+                "{} of {n} messages within {patience:?} each; the last: {:?}",
+                out.len(),
+                out.last()
+            ),
+        };
         out.push(String::from_utf8(m).expect("utf-8"));
     }
     out
