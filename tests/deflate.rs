@@ -466,6 +466,18 @@ async fn the_binary_turns_compression_on_with_its_flags() {
     let (mut child, addr) = spawn_binary_with(&["--compression", "--compression-min-size", "64"]);
     let (mut raw, head) = Raw::connect_with(addr, "?topic=cli", OFFER).await;
     assert_eq!(extensions_of(&head), Some(AGREED));
+    // Whether a message is compressed is decided when it is published, from the shards'
+    // snapshots; a client is in them once its shard has rebuilt (at most a tick after
+    // the 101). Published before that, the message would rightly go out plain.
+    within(async {
+        let get = format!("GET /topics/cli HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        while serde_json::from_str::<serde_json::Value>(&http(addr, &get).await.1)
+            .map_or(true, |v| v["subscribers"] != 1)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await;
     let text = json(1, "cli");
     let (status, _) = http_publish(addr, "cli", &text, None).await;
     assert_eq!(status, 200);
