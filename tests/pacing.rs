@@ -110,3 +110,54 @@ async fn a_busy_shard_writes_once_per_budget() {
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_shard_still_takes_new_connections_at_once() {
+    // A 3 s budget on busy shards: each waits ~3 s between rounds. A connection the
+    // listener hands to a shard that is waiting used to wait for that deadline before
+    // its handshake even began: up to the whole budget, for every second connect.
+    let budget = Duration::from_secs(3);
+    let server = start(|c| c.coalesce = budget);
+    let mut clients = Vec::with_capacity(SUBSCRIBERS);
+    for _ in 0..SUBSCRIBERS {
+        clients.push(connect(&server.url("?topic=t")).await);
+    }
+    server.wait_connections(SUBSCRIBERS).await;
+
+    // Keep both shards busy (and so waiting) with a message every 20 ms.
+    let hub = server.hub.clone();
+    let publishing = tokio::spawn(async move {
+        let mut i = 0u64;
+        loop {
+            hub.publish("t", &i.to_string()).expect("publish");
+            i += 1;
+            // Shapes the load; nothing waits on it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // Let the shards learn the rate and start waiting: two rounds each.
+    server.wait_metric("hubcast_fanout_rounds_total", 4).await;
+
+    // The listener deals connections to the shards in turn, so every second one is
+    // handed over to the other shard. Six, spread over 1.8 s of the shards' 3 s waits
+    // (the gaps shape the test, nothing waits on them): before the fix, each handed-over
+    // one waited ~2.4 s.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..6 {
+        let began = Instant::now();
+        let _late = connect(&server.url("?topic=other")).await;
+        slowest = slowest.max(began.elapsed());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    publishing.abort();
+    let round = mean_round(&server);
+    assert!(
+        round >= 250e-6,
+        "rounds must be heavy for this test to mean anything: mean {round} s"
+    );
+    assert!(
+        slowest < Duration::from_millis(1_500),
+        "a connect took {slowest:?} while its shard waited (budget {budget:?})"
+    );
+    server.stop();
+}

@@ -74,6 +74,9 @@ pub(crate) struct ShardHandle {
     incoming: SegQueue<Incoming>,
     scheduled: AtomicBool,
     notify: Notify,
+    /// Wakes a dispatcher that is holding a round back (see `pacing`) to adopt handed-over
+    /// connections at once instead of at its deadline.
+    adopt: Notify,
     /// Who listens to what on this shard; read lock-free by any thread.
     pub(crate) snapshot: ArcSwap<Snapshot>,
 }
@@ -87,6 +90,7 @@ impl ShardHandle {
             incoming: SegQueue::new(),
             scheduled: AtomicBool::new(false),
             notify: Notify::new(),
+            adopt: Notify::new(),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
         }
     }
@@ -123,6 +127,7 @@ impl ShardHandle {
     /// Hands a connection to this shard.
     pub(crate) fn hand_over(&self, incoming: Incoming) {
         self.incoming.push(incoming);
+        self.adopt.notify_one();
         self.wake();
     }
 
@@ -198,7 +203,7 @@ impl Shard {
         let mut pacer = Pacer::new(self.hub.inner.config.coalesce);
         // Earliest start of the next fan-out round (see `pacing`).
         let mut not_before: Option<Instant> = None;
-        loop {
+        'dispatch: loop {
             self.handle.scheduled.store(false, Ordering::SeqCst);
             while let Some(incoming) = self.handle.incoming.pop() {
                 self.take(incoming);
@@ -207,9 +212,18 @@ impl Shard {
                 if Instant::now() >= t {
                     not_before = None;
                 } else if !self.handle.inbox.is_empty() {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(t.into()) => {}
-                        _ = shutdown.wait_for(|s| *s) => break,
+                    // Connections handed over meanwhile are adopted at once: their
+                    // handshakes should not wait for the batch.
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(t.into()) => break,
+                            _ = self.handle.adopt.notified() => {
+                                while let Some(incoming) = self.handle.incoming.pop() {
+                                    self.take(incoming);
+                                }
+                            }
+                            _ = shutdown.wait_for(|s| *s) => break 'dispatch,
+                        }
                     }
                     not_before = None;
                     continue;
