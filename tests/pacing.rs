@@ -25,16 +25,32 @@ fn mean_round(server: &TestServer) -> f64 {
     total("sum") / total("count").max(1.0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_light_load_is_written_at_once_even_with_a_large_budget() {
-    // A 3 s budget: the old fixed window held every message that came within it of a
-    // heavy round until it was over (here up to 3 s).
-    let server = start(|c| c.coalesce = Duration::from_secs(3));
+/// A server with latency budget `budget` and [`SUBSCRIBERS`] clients on topic `t`.
+async fn subscribed(budget: Duration) -> (TestServer, Vec<Ws>) {
+    let server = start(|c| c.coalesce = budget);
     let mut clients = Vec::with_capacity(SUBSCRIBERS);
     for _ in 0..SUBSCRIBERS {
         clients.push(connect(&server.url("?topic=t")).await);
     }
     server.wait_connections(SUBSCRIBERS).await;
+    (server, clients)
+}
+
+/// Fails unless the fan-out rounds were heavy (≥ 250 µs on average), the only rounds
+/// after which a shard may wait: otherwise a pacing test would pass without pacing.
+fn assert_rounds_heavy(server: &TestServer) {
+    let round = mean_round(server);
+    assert!(
+        round >= 250e-6,
+        "rounds must be heavy for this test to mean anything: mean {round} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_light_load_is_written_at_once_even_with_a_large_budget() {
+    // A 3 s budget: the old fixed window held every message that came within it of a
+    // heavy round until it was over (here up to 3 s).
+    let (server, mut clients) = subscribed(Duration::from_secs(3)).await;
 
     // 0.625 messages per second: fewer than two expected within the budget, so waiting
     // would buy nothing. Each must reach the last subscriber well within the budget
@@ -52,11 +68,7 @@ async fn a_light_load_is_written_at_once_even_with_a_large_budget() {
         // Shapes the load (a message every 1.6 s); nothing waits on it.
         tokio::time::sleep(gap.saturating_sub(sent.elapsed())).await;
     }
-    let round = mean_round(&server);
-    assert!(
-        round >= 250e-6,
-        "rounds must be heavy for this test to mean anything: mean {round} s"
-    );
+    assert_rounds_heavy(&server);
     assert!(
         worst < Duration::from_millis(1_500),
         "a message waited {worst:?} at light load"
@@ -71,12 +83,7 @@ async fn a_busy_shard_writes_once_per_budget() {
     // lost to a wake-up with nothing to send (the bug this guards) added an unpaced
     // one-message round after every paced one, doubling the rounds.
     let budget = Duration::from_millis(300);
-    let server = start(|c| c.coalesce = budget);
-    let mut clients = Vec::with_capacity(SUBSCRIBERS);
-    for _ in 0..SUBSCRIBERS {
-        clients.push(connect(&server.url("?topic=t")).await);
-    }
-    server.wait_connections(SUBSCRIBERS).await;
+    let (server, mut clients) = subscribed(budget).await;
 
     const MESSAGES: u32 = 100;
     let gap = Duration::from_millis(20);
@@ -93,11 +100,7 @@ async fn a_busy_shard_writes_once_per_budget() {
             assert_eq!(got, i.to_string().into_bytes(), "in order, none missing");
         }
     }
-    let round = mean_round(&server);
-    assert!(
-        round >= 250e-6,
-        "rounds must be heavy for this test to mean anything: mean {round} s"
-    );
+    assert_rounds_heavy(&server);
     // Per shard: two warm-up rounds, one per budget while publishing, one for the tail.
     let shards = 2;
     let paced = (publishing.as_secs_f64() / budget.as_secs_f64()).ceil() as u64;
@@ -117,12 +120,7 @@ async fn a_waiting_shard_still_takes_new_connections_at_once() {
     // listener hands to a shard that is waiting used to wait for that deadline before
     // its handshake even began: up to the whole budget, for every second connect.
     let budget = Duration::from_secs(3);
-    let server = start(|c| c.coalesce = budget);
-    let mut clients = Vec::with_capacity(SUBSCRIBERS);
-    for _ in 0..SUBSCRIBERS {
-        clients.push(connect(&server.url("?topic=t")).await);
-    }
-    server.wait_connections(SUBSCRIBERS).await;
+    let (server, _subscribers) = subscribed(budget).await;
 
     // Keep both shards busy (and so waiting) with a message every 20 ms.
     let hub = server.hub.clone();
@@ -150,11 +148,7 @@ async fn a_waiting_shard_still_takes_new_connections_at_once() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     publishing.abort();
-    let round = mean_round(&server);
-    assert!(
-        round >= 250e-6,
-        "rounds must be heavy for this test to mean anything: mean {round} s"
-    );
+    assert_rounds_heavy(&server);
     assert!(
         slowest < Duration::from_millis(1_500),
         "a connect took {slowest:?} while its shard waited (budget {budget:?})"

@@ -205,9 +205,7 @@ impl Shard {
         let mut not_before: Option<Instant> = None;
         'dispatch: loop {
             self.handle.scheduled.store(false, Ordering::SeqCst);
-            while let Some(incoming) = self.handle.incoming.pop() {
-                self.take(incoming);
-            }
+            self.adopt_incoming();
             if let Some(t) = not_before {
                 if Instant::now() >= t {
                     not_before = None;
@@ -217,11 +215,7 @@ impl Shard {
                     loop {
                         tokio::select! {
                             _ = tokio::time::sleep_until(t.into()) => break,
-                            _ = self.handle.adopt.notified() => {
-                                while let Some(incoming) = self.handle.incoming.pop() {
-                                    self.take(incoming);
-                                }
-                            }
+                            _ = self.handle.adopt.notified() => self.adopt_incoming(),
                             _ = shutdown.wait_for(|s| *s) => break 'dispatch,
                         }
                     }
@@ -266,6 +260,13 @@ impl Shard {
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {}
                 _ = shutdown.wait_for(|s| *s) => break,
             }
+        }
+    }
+
+    /// Takes every connection handed over to this shard so far.
+    fn adopt_incoming(self: &Rc<Self>) {
+        while let Some(incoming) = self.handle.incoming.pop() {
+            self.take(incoming);
         }
     }
 
