@@ -21,17 +21,7 @@ async fn an_idle_connection_costs_the_server_little_memory() {
     const CLIENTS: usize = 3000;
     // Both this process and the server (which inherits it) need more than the usual
     // soft limit of 1024 open files.
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let lim = getrlimit(Resource::Nofile);
-    let raised = Rlimit {
-        current: lim.maximum,
-        maximum: lim.maximum,
-    };
-    setrlimit(Resource::Nofile, raised).expect("raise the open-file limit");
-    assert!(
-        lim.maximum.is_none_or(|m| m > 2 * CLIENTS as u64),
-        "hard open-file limit too low: {lim:?}"
-    );
+    raise_open_file_limit(2 * CLIENTS as u64);
     let (mut child, addr) = spawn_binary();
     // Warm up: one connection (and its handshake buffers) before the baseline.
     let warm = Raw::connect(addr, "").await;

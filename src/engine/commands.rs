@@ -192,7 +192,7 @@ fn subscribe(shard: &Rc<Shard>, who: ClientRef, id: u64, topic: &str, since: Opt
         let interned: Arc<str> = reg.intern(topic);
         let Some(c) = reg.get_mut(who) else { return };
         c.subscribe(interned, rec.offset);
-        reg.mark_dirty();
+        reg.note_change(who.key);
     }
     shard.send_frame(who, &frame::join(&frames));
     shard.changed();
@@ -206,7 +206,7 @@ fn unsubscribe(shard: &Rc<Shard>, who: ClientRef, id: u64, topic: &str) -> Vec<u
     if !c.unsubscribe(topic) {
         return v1::error(Some(id), ErrorCode::NotSubscribed, None);
     }
-    reg.mark_dirty();
+    reg.note_change(who.key);
     drop(reg);
     shard.changed();
     v1::unsubscribed(id, topic)

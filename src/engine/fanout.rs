@@ -19,6 +19,7 @@
 //! reference and are reported back for a flush task; clients over budget are reported
 //! as slow consumers. The shard acts on those lists; this module never blocks.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -121,16 +122,25 @@ fn push_frame(p: &Published) -> Bytes {
     )
 }
 
-/// Who of an audience gets the plain encoding and who the compressed one, for a run in
-/// which `compressed` says whether any message has a compressed frame: when none has,
-/// everyone gets the plain buffer.
+/// The keys of a sorted key list that fall inside `lane`.
 #[inline]
-fn split(audience: Audience<'_>, compressed: bool) -> (&[u32], &[u32]) {
-    if compressed && !audience.deflate().is_empty() {
-        (audience.uncompressed(), audience.deflate())
-    } else {
-        (audience.all(), &[])
+fn within<'a>(keys: &'a [u32], lane: &Range<u32>) -> &'a [u32] {
+    if keys.is_empty() {
+        return keys;
     }
+    let from = keys.partition_point(|&k| k < lane.start);
+    let to = from + keys[from..].partition_point(|&k| k < lane.end);
+    &keys[from..to]
+}
+
+/// An audience's clients inside `lane`: those without permessage-deflate, and those with
+/// it. The two lists are each sorted by key (the registry builds them in slab order).
+#[inline]
+fn parts<'a>(audience: Audience<'a>, lane: &Range<u32>) -> (&'a [u32], &'a [u32]) {
+    (
+        within(audience.uncompressed(), lane),
+        within(audience.deflate(), lane),
+    )
 }
 
 /// Joins `frames` into one buffer, noting where each starts in it.
@@ -152,6 +162,19 @@ pub fn fan_out_batch(
     budget: usize,
     out: &mut Outcome,
 ) {
+    fan_out_lane(registry, snapshot, batch, 0..u32::MAX, budget, out);
+}
+
+/// Delivers `batch` (in order) to those subscribers named by `snapshot` whose slab key
+/// is in `lane`: a shard serves a long round lane by lane (see `engine::lanes`).
+pub fn fan_out_lane(
+    registry: &mut Registry,
+    snapshot: &Snapshot,
+    batch: &[Published],
+    lane: Range<u32>,
+    budget: usize,
+    out: &mut Outcome,
+) {
     let mut start = 0;
     while start < batch.len() {
         let topic = &batch[start].topic;
@@ -162,16 +185,20 @@ pub fn fan_out_batch(
         let run = &batch[start..end];
         let count = run.len() as u64;
         let (plain, v1) = snapshot.audiences(topic);
-        if !plain.is_empty() {
-            let compressed = run.iter().any(|p| p.deflated.is_some());
-            let (raw, deflate) = split(plain, compressed);
-            if !raw.is_empty() {
+        let (raw, deflate) = parts(plain, &lane);
+        if !raw.is_empty() || !deflate.is_empty() {
+            // Deflate clients share the plain buffer unless some message was compressed.
+            let compressed = !deflate.is_empty() && run.iter().any(|p| p.deflated.is_some());
+            if !raw.is_empty() || !compressed {
                 out.frames.clear();
                 out.frames.extend(run.iter().map(|p| p.frame.clone()));
                 let joined = frame::join(&out.frames);
                 fan_out(registry, raw, &joined, count, budget, out);
+                if !compressed {
+                    fan_out(registry, deflate, &joined, count, budget, out);
+                }
             }
-            if !deflate.is_empty() {
+            if compressed {
                 out.deflated.clear();
                 out.deflated.extend(
                     run.iter()
@@ -181,18 +208,21 @@ pub fn fan_out_batch(
                 fan_out(registry, deflate, &joined, count, budget, out);
             }
         }
-        if !v1.is_empty() {
+        let (raw, deflate) = parts(v1, &lane);
+        if !raw.is_empty() || !deflate.is_empty() {
             out.offsets.clear();
             out.offsets.extend(run.iter().map(|p| p.offset));
             out.frames.clear();
             out.frames.extend(run.iter().map(push_frame));
-            let compressed = run.iter().any(|p| p.push_deflated.is_some());
-            let (raw, deflate) = split(v1, compressed);
-            if !raw.is_empty() {
+            let compressed = !deflate.is_empty() && run.iter().any(|p| p.push_deflated.is_some());
+            if !raw.is_empty() || !compressed {
                 let joined = join_noting_starts(&out.frames, &mut out.starts);
                 fan_out_v1(registry, raw, topic, &joined, budget, out);
+                if !compressed {
+                    fan_out_v1(registry, deflate, topic, &joined, budget, out);
+                }
             }
-            if !deflate.is_empty() {
+            if compressed {
                 out.deflated.clear();
                 out.deflated.extend(
                     run.iter()
@@ -374,6 +404,51 @@ mod tests {
         fan_out_batch(&mut reg, &snap, &[msg(4, false)], usize::MAX, &mut out);
         assert_eq!(got(&mut reg, refs[1]), [(b'p', 4)]);
         assert_eq!(got(&mut reg, refs[3]), [(b'v', 4)]);
+    }
+
+    #[test]
+    fn a_lane_serves_only_its_keys_in_every_encoding() {
+        use crate::engine::client::Negotiated;
+        use crate::wire::extensions::Deflate;
+        let mut reg = Registry::new();
+        let t = reg.intern("t");
+        // Keys 0..12: plain, plain+deflate, v1, v1+deflate, three times over.
+        let refs: Vec<ClientRef> = (0..12u64)
+            .map(|i| {
+                let n = Negotiated {
+                    v1: i % 4 >= 2,
+                    deflate: (i % 2 == 1).then(Deflate::default),
+                };
+                reg.insert(Client::negotiated(i, Box::new([t.clone()]), n))
+            })
+            .collect();
+        let snap = reg.rebuild();
+        let msg = |compressed: bool| {
+            let mut p = Published::new(t.clone(), encode(Opcode::Text, b"p"));
+            p.offset = 1;
+            if compressed {
+                p.deflated = Some(encode(Opcode::Binary, b"P"));
+                p.push_deflated = Some(encode(Opcode::Binary, b"V"));
+            }
+            p
+        };
+        for compressed in [false, true] {
+            let mut out = Outcome::default();
+            fan_out_lane(
+                &mut reg,
+                &snap,
+                &[msg(compressed)],
+                3..9,
+                usize::MAX,
+                &mut out,
+            );
+            assert_eq!(out.deliveries, 6, "compressed: {compressed}");
+            for (key, &r) in refs.iter().enumerate() {
+                let c = reg.get_mut(r).expect("client");
+                assert_eq!(c.queued_bytes() > 0, (3..9).contains(&key), "key {key}");
+                c.discard_queue();
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! [`registry`] holds a shard's clients in a slab behind a lock-free snapshot; the
 //! [`fanout`] writes one batch of shared frames to every subscriber in a snapshot; a
 //! shard (`shard`) is one thread that owns its clients, drains its inbox and runs the
-//! fan-out, paced by `pacing` (batch only when waiting buys something); the reader (`reader`) turns a client's bytes into messages; the [`hub`] is
+//! fan-out lane by lane (`lanes`: a slice of its clients at a time, taking in what
+//! arrived meanwhile), paced by `pacing` (batch only when waiting buys something); the reader (`reader`) turns a client's bytes into messages; the [`hub`] is
 //! the thread-safe handle and the **one publish seam**: chat, `POST /publish`,
 //! `Hub::publish` and messages from other nodes all enter there, and local shards plus
 //! the optional [`backplane`] are all it hands them to. Beside them, [`history`] numbers
@@ -26,6 +27,7 @@ pub mod fanout;
 pub mod grant;
 pub mod history;
 pub mod hub;
+pub(crate) mod lanes;
 pub mod metrics;
 pub(crate) mod pacing;
 pub(crate) mod reader;

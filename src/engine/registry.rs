@@ -164,6 +164,10 @@ pub struct Registry {
     /// rebuild never looks at a client's `deflate`.
     deflate: usize,
     dirty: bool,
+    /// The lowest key whose client joined or changed its topics since the last rebuild:
+    /// a shard serving a round lane by lane rebuilds before a lane only when a change
+    /// reached that far (removals need no rebuild: a dead slot is skipped).
+    changed_from: Option<usize>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -198,7 +202,7 @@ impl Registry {
         self.deflate += usize::from(client.deflate().is_some());
         let key = self.slots.insert(Slot::Live(client));
         self.live += 1;
-        self.dirty = true;
+        self.note_change(key);
         ClientRef { key, id }
     }
 
@@ -248,9 +252,17 @@ impl Registry {
         self.live == 0
     }
 
-    /// Notes that a client's topics changed: the next rebuild picks it up.
-    pub fn mark_dirty(&mut self) {
+    /// Notes that the topics of the client in slot `key` changed: the next rebuild
+    /// picks it up.
+    pub fn note_change(&mut self, key: usize) {
         self.dirty = true;
+        self.changed_from = Some(self.changed_from.map_or(key, |k| k.min(key)));
+    }
+
+    /// Whether a client with a key below `end` joined or changed its topics since the
+    /// last rebuild (so that serving keys below `end` needs a fresh snapshot).
+    pub fn changed_below(&self, end: usize) -> bool {
+        self.changed_from.is_some_and(|k| k < end)
     }
 
     /// Whether registrations changed since the last rebuild.
@@ -276,6 +288,7 @@ impl Registry {
         // Topics nobody holds any more are forgotten.
         self.interned.retain(|t| Arc::strong_count(t) > 1);
         self.dirty = false;
+        self.changed_from = None;
         Snapshot {
             topics: self.split_kinds(groups),
             connections: self.live,

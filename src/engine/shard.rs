@@ -4,7 +4,8 @@
 //! Other threads reach a shard only through its [`ShardHandle`]: a bounded inbox of
 //! encoded frames, a queue of incoming sockets, and a wake-up. The shard's dispatcher
 //! drains *everything* pending before it writes, so under load frames batch up by
-//! themselves and each socket sees one write per batch. Everything else about a client —
+//! themselves and each socket sees one write per round; a long round is served lane by
+//! lane (see `lanes`), taking in what arrived meanwhile. Everything else about a client —
 //! queue, flush, close handshake, pings — happens on this thread only, so none of it
 //! needs a lock.
 
@@ -25,17 +26,18 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::engine::client::{Client, Control, Delivery, Flushed, Negotiated, State};
-use crate::engine::fanout::{Outcome, Published, fan_out_batch};
+use crate::engine::fanout::{Outcome, Published, fan_out_lane};
 use crate::engine::grant::{self, Access, AccessState};
 use crate::engine::hub::Hub;
+use crate::engine::lanes::Lanes;
 use crate::engine::metrics::ShardMetrics;
 use crate::engine::pacing::Pacer;
 use crate::engine::registry::{ClientRef, Registry, Snapshot};
 use crate::engine::transport::Conn;
 use crate::wire::frame::{self, Opcode};
 
-/// Most frames taken from the inbox per dispatch round, so that a flood of publishes
-/// cannot starve the shard's readers and timers.
+/// Most frames held between the inbox and the sockets, so that a flood of publishes
+/// cannot starve the shard's readers and timers (publishers wait on the inbox instead).
 const MAX_BATCH: usize = 4096;
 
 /// Least time between two idle-time snapshot rebuilds: a connect storm costs one rebuild
@@ -149,7 +151,10 @@ pub(crate) struct Shard {
     /// Wakes the dispatcher for local reasons (registrations) and the drain (removals).
     local: Notify,
     last_rebuild: Cell<Instant>,
-    batch: RefCell<Vec<Published>>,
+    /// Frames drained from the inbox and how far each lane of clients has had them.
+    lanes: RefCell<Lanes>,
+    /// Frames every lane has had, kept for reuse between rounds.
+    retired: RefCell<Vec<Published>>,
     outcome: RefCell<Outcome>,
     ping: Bytes,
     serve_conn: ConnHandler,
@@ -170,7 +175,8 @@ impl Shard {
             registry: RefCell::new(Registry::new()),
             local: Notify::new(),
             last_rebuild: Cell::new(Instant::now()),
-            batch: RefCell::new(Vec::with_capacity(MAX_BATCH)),
+            lanes: RefCell::new(Lanes::default()),
+            retired: RefCell::new(Vec::with_capacity(MAX_BATCH)),
             outcome: RefCell::new(Outcome::default()),
             ping: frame::encode(Opcode::Ping, b""),
             serve_conn,
@@ -209,7 +215,7 @@ impl Shard {
             if let Some(t) = not_before {
                 if Instant::now() >= t {
                     not_before = None;
-                } else if !self.handle.inbox.is_empty() {
+                } else if self.has_pending() {
                     // Connections handed over meanwhile are adopted at once: their
                     // handshakes should not wait for the batch.
                     loop {
@@ -226,22 +232,12 @@ impl Shard {
                 // left while the last round drained it): the deadline still holds for
                 // the next frame. Dropping it here made every other round unpaced.
             }
-            {
-                let mut batch = self.batch.borrow_mut();
-                while batch.len() < MAX_BATCH {
-                    match self.handle.inbox.pop() {
-                        Some(p) => batch.push(p),
-                        None => break,
-                    }
-                }
-            }
+            let taken = self.take_inbox();
             let mut deadline = None;
-            let frames = self.batch.borrow().len();
-            if frames > 0 {
+            if self.lanes.borrow().behind() {
                 let started = Instant::now();
-                self.rebuild_if_dirty();
-                let batch_bytes = self.fan_out();
-                not_before = pacer.after_round(started, started.elapsed(), frames, batch_bytes);
+                let (frames, bytes) = self.round(taken).await;
+                not_before = pacer.after_round(started, started.elapsed(), frames, bytes);
             } else if self.registry.borrow().is_dirty() {
                 let due = self.last_rebuild.get() + REBUILD_TICK;
                 if Instant::now() >= due {
@@ -250,7 +246,8 @@ impl Shard {
                     deadline = Some(tokio::time::Instant::from_std(due));
                 }
             }
-            if !self.handle.inbox.is_empty() || !self.handle.incoming.is_empty() {
+            self.retire();
+            if self.has_pending() || !self.handle.incoming.is_empty() {
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -291,44 +288,88 @@ impl Shard {
         }
     }
 
-    /// Fans the pending batch out; returns its size in bytes.
-    fn fan_out(self: &Rc<Self>) -> usize {
+    /// Whether frames wait: in the inbox, or logged but not yet served to some lane.
+    fn has_pending(&self) -> bool {
+        !self.handle.inbox.is_empty() || self.lanes.borrow().behind()
+    }
+
+    /// Moves what the inbox holds into the lanes' log (up to [`MAX_BATCH`] frames held);
+    /// returns the frames and bytes taken.
+    fn take_inbox(&self) -> (usize, usize) {
+        let mut lanes = self.lanes.borrow_mut();
+        let (mut frames, mut bytes) = (0, 0);
+        while lanes.len() < MAX_BATCH {
+            let Some(p) = self.handle.inbox.pop() else {
+                break;
+            };
+            frames += 1;
+            bytes += p.frame.len();
+            lanes.push(p);
+        }
+        (frames, bytes)
+    }
+
+    /// One fan-out round: serves every lane what it has not had yet. Before each lane
+    /// after the first it lets the shard's other tasks run (readers, perhaps the
+    /// publisher's) and takes in what reached the inbox, so a frame published mid-round
+    /// goes out with the rest of it. `taken`: the frames and bytes taken before the
+    /// round; returns them with those taken during it.
+    async fn round(self: &Rc<Self>, taken: (usize, usize)) -> (usize, usize) {
+        let (mut frames, mut bytes) = taken;
+        let started = Instant::now();
+        let mut lane = 0;
+        // Registrations during the round may open lanes: they are served too.
+        while lane < self.lanes.borrow().count() {
+            if lane > 0 {
+                tokio::task::yield_now().await;
+                let (f, b) = self.take_inbox();
+                frames += f;
+                bytes += b;
+            }
+            // A client that joined (or subscribed, or unsubscribed) since the round began
+            // must be in this lane's snapshot, or the lane would move past frames drained
+            // after it joined without it. Other changes wait for the next round.
+            let end = Lanes::keys(lane).end as usize;
+            if lane == 0 || self.registry.borrow().changed_below(end) {
+                self.rebuild_if_dirty();
+            }
+            self.serve_lane(lane);
+            // Frames the last lane to have them just got are done: their latency ends here.
+            self.retire();
+            lane += 1;
+        }
+        let timings = self.hub.inner.metrics.timings.shard(self.handle.index);
+        timings.round.observe(started.elapsed().as_secs_f64());
+        self.metrics().fanout_rounds.fetch_add(1, Ordering::Relaxed);
+        (frames, bytes)
+    }
+
+    /// Serves one lane the frames it has not had, and follows up on its clients.
+    fn serve_lane(self: &Rc<Self>, lane: usize) {
         let snapshot = self.handle.snapshot.load();
         let mut outcome = self.outcome.borrow_mut();
         outcome.clear();
-        let batch_bytes;
         {
-            let mut batch = self.batch.borrow_mut();
-            batch_bytes = batch.iter().map(|p| p.frame.len()).sum();
+            let lanes = self.lanes.borrow();
+            let pending = lanes.pending(lane);
+            if pending.is_empty() {
+                return;
+            }
             let mut reg = self.registry.borrow_mut();
-            let started = Instant::now();
-            fan_out_batch(
+            fan_out_lane(
                 &mut reg,
                 &snapshot,
-                &batch,
+                pending,
+                Lanes::keys(lane),
                 self.hub.inner.config.client_buffer,
                 &mut outcome,
             );
-            let done = Instant::now();
-            let timings = self.hub.inner.metrics.timings.shard(self.handle.index);
-            timings
-                .round
-                .observe(done.duration_since(started).as_secs_f64());
-            for p in batch.iter() {
-                let latency = done.saturating_duration_since(p.born).as_secs_f64();
-                if p.remote {
-                    timings.remote.observe(latency);
-                } else {
-                    timings.local.observe(latency);
-                }
-            }
-            batch.clear();
         }
+        self.lanes.borrow_mut().served(lane);
         let m = self.metrics();
         m.deliveries
             .fetch_add(outcome.deliveries, Ordering::Relaxed);
         m.bytes_out.fetch_add(outcome.bytes, Ordering::Relaxed);
-        m.fanout_rounds.fetch_add(1, Ordering::Relaxed);
         for &who in &outcome.to_flush {
             self.spawn_flusher(who);
         }
@@ -338,7 +379,27 @@ impl Shard {
         for &who in &outcome.failed {
             self.remove(who);
         }
-        batch_bytes
+    }
+
+    /// Lets go of the frames every lane has had, noting each one's publish-to-socket
+    /// latency: it has now reached every socket of this shard it was for.
+    fn retire(&self) {
+        let mut done = self.retired.borrow_mut();
+        self.lanes.borrow_mut().retire(&mut done);
+        if done.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let timings = self.hub.inner.metrics.timings.shard(self.handle.index);
+        for p in done.iter() {
+            let latency = now.saturating_duration_since(p.born).as_secs_f64();
+            if p.remote {
+                timings.remote.observe(latency);
+            } else {
+                timings.local.observe(latency);
+            }
+        }
+        done.clear();
     }
 
     fn take(self: &Rc<Self>, incoming: Incoming) {
@@ -391,6 +452,7 @@ impl Shard {
         client.access = access.map(Box::new);
         let who = reg.insert(client);
         drop(reg);
+        self.lanes.borrow_mut().open(who.key);
         if let Some(at) = deadline {
             self.push_deadline(who, at);
         }
@@ -843,20 +905,15 @@ impl Shard {
     async fn drain(self: &Rc<Self>) {
         // Publishers were told their messages were accepted: deliver what is queued.
         loop {
-            {
-                let mut batch = self.batch.borrow_mut();
-                while batch.len() < MAX_BATCH {
-                    match self.handle.inbox.pop() {
-                        Some(p) => batch.push(p),
-                        None => break,
-                    }
-                }
+            let taken = self.take_inbox();
+            let behind = self.lanes.borrow().behind();
+            if behind {
+                self.round(taken).await;
             }
-            if self.batch.borrow().is_empty() {
+            self.retire();
+            if !behind && self.handle.inbox.is_empty() {
                 break;
             }
-            self.rebuild_if_dirty();
-            self.fan_out();
         }
         // Connections handed over but not taken yet: a plain HTTP connection is just
         // closed; an upgraded one (it already has its 101) is adopted, to get its 1001.

@@ -30,6 +30,22 @@ pub struct TestServer {
     pub hub: Hub,
 }
 
+/// Raises this process's soft open-file limit to its hard limit (servers it spawns
+/// inherit it), which must allow `needed` descriptors.
+pub fn raise_open_file_limit(needed: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: lim.maximum,
+        maximum: lim.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).expect("raise the open-file limit");
+    assert!(
+        lim.maximum.is_none_or(|m| m > needed),
+        "hard open-file limit too low: {lim:?}"
+    );
+}
+
 /// Starts a server with 2 shards on 127.0.0.1:0; `tweak` adjusts the configuration.
 pub fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config {
