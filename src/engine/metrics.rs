@@ -178,7 +178,7 @@ impl Timings {
         );
         registry.register(
             "publish_to_socket_seconds",
-            "From publish to the end of the fan-out round that wrote the message, per shard and origin (local or remote node)",
+            "From publish until the message was written (or queued) to its last subscriber on the shard, per shard and origin (local or remote node)",
             latency,
         );
         Timings { registry, shards }

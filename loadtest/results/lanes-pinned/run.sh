@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# lanes.sh OUT ROUNDS: pinned base vs lanes, plain and v1, 10,000 subscribers at 400 and 800 msgs/s
+out=$1; rounds=$2; mkdir -p $out; port=19800
+for r in $(seq 1 $rounds); do for rate in 400 800; do for proto in plain v1; do for hc in base lanes; do
+  port=$((port+1))
+  RUST_LOG=warn taskset -c 0 /work/hubcast-$hc-fine --listen 127.0.0.1:$port --shards 1 >/dev/null 2>&1 & pid=$!
+  for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  extra=""; [ $proto = v1 ] && extra="--protocol v1"
+  timeout 200 taskset -c 1 /work/hubcast-loadtest-cur --url "ws://127.0.0.1:$port/ws?topic=bench" --server-pid $pid --subs 10000 --pubs 1 --size 64 $extra \
+     --rate $rate --duration 6 --slo-ms 250 --keep-going --json -q > $out/$hc.$proto-$rate-run$r.json 2>/dev/null
+  curl -s 127.0.0.1:$port/metrics | grep 'publish_to_socket_seconds' > $out/$hc.$proto-$rate-run$r.metrics
+  kill $pid; wait $pid 2>/dev/null; sleep 2
+  echo "$(date -u +%T) $hc $proto $rate run$r" >> $out/log.txt
+done; done; done; done
