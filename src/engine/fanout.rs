@@ -1,10 +1,11 @@
-//! Fan-out: one shard hands a batch of encoded frames to every subscriber.
+//! Fan-out: one shard hands a batch of encoded frames to every subscriber (or to those
+//! in one lane: a range of slab keys, see `engine::lanes`).
 //!
-//! The batch is what the shard drained from its inbox in one go. Consecutive frames for
-//! the same topic form a run; a run is joined into one buffer (one copy per shard, not
-//! per recipient) and that buffer is written to each subscriber with one call. Runs go
-//! out in publish order, so a client on several topics still sees each publisher's
-//! messages in order.
+//! The batch is what one lane has not had yet of what the shard drained from its inbox.
+//! Consecutive frames for the same topic form a run; a run is joined into one buffer (one
+//! copy per lane, not per recipient) and that buffer is written to each subscriber with
+//! one call. Runs go out in publish order, so a client on several topics still sees
+//! each publisher's messages in order.
 //!
 //! Each message may come in up to four encodings, each made once at publish and shared
 //! by every recipient of its kind: the plain frame, its permessage-deflate compressed
