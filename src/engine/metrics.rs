@@ -143,9 +143,11 @@ impl std::fmt::Debug for Timings {
 
 impl Timings {
     fn new(shards: usize) -> Self {
-        // 10 µs to ~10 s in factor-2 steps: a round is tens of µs to a few ms, a
-        // latency under load up to seconds.
-        let buckets = || Histogram::new(exponential_buckets(10e-6, 2.0, 21));
+        // 10 µs to ~10 s in steps of √2: a round is tens of µs to a few ms, a latency
+        // under load up to seconds. Factor-2 steps put 65 and 95 ms in one bucket
+        // (docs/benchmarks.md, "The server's own view"); √2 halves that blur with 41
+        // buckets per series.
+        let buckets = || Histogram::new(exponential_buckets(10e-6, std::f64::consts::SQRT_2, 41));
         let rounds = Family::<ShardLabel, Histogram>::new_with_constructor(buckets);
         let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(buckets);
         let shards = (0..shards)
