@@ -461,6 +461,8 @@ mod tests {
             br#"[256,2,3,4,"."]"#,
             br#"[1,65536,3,4,"."]"#,
             br#"[1,2,18446744073709551616,4,"."]"#,
+            br#"[1,2,99999999999999999999,4,"."]"#,
+            br#"[1,2,3,1000000000000000000000,"."]"#,
             br#"[1,2,3,-4,"."]"#,
             br#"[1,2,3,4.5,"."]"#,
             br#"[1,2,3,"."]"#,
@@ -471,6 +473,10 @@ mod tests {
         ] {
             assert_eq!(parse_json(bad), None, "{}", String::from_utf8_lossy(bad));
         }
+        assert_eq!(
+            parse_json(br#"[255,65535,18446744073709551615,0,"."]"#).map(|s| (s.seq, s.sent_ns)),
+            Some((u64::MAX, 0))
+        );
         // The head alone ignores what follows (a base64 prefix ends anywhere).
         assert!(parse_json_head(br#"[1,2,3,4,".."#).is_some());
     }
