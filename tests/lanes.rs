@@ -2,7 +2,8 @@
 //! by lane and takes in frames published mid-round. Nothing may be lost or repeated on
 //! the way: v1 clients that subscribe or unsubscribe while messages flow, in a lane the
 //! round has not reached yet, get exactly the messages after their reply's position and
-//! none after their unsubscribe; plain clients in every lane get every message in order.
+//! none after their unsubscribe; plain clients in every lane get every message in order;
+//! and what was accepted before a shutdown reaches every lane before the 1001.
 
 mod common;
 
@@ -124,4 +125,80 @@ fn assert_contiguous(pushes: &[Value], start: u64) {
         assert_eq!(offset(p), want, "no gap, no repeat");
         assert_eq!(p["data"], json!(want - 1), "offset n carries message n - 1");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_accepted_before_shutdown_reach_every_lane() {
+    // Two lanes: keys 0–1,023 and 1,024–1,099.
+    const CLIENTS: usize = 1_100;
+    const N: usize = 200;
+    raise_open_file_limit(2 * CLIENTS as u64 + 100);
+    // A long batching budget: once the shard is busy it holds its next round back for
+    // seconds, so what is published then is still in the inbox at shutdown and only the
+    // drain can deliver it.
+    let server = start(|c| {
+        c.shards = 1;
+        c.coalesce = Duration::from_secs(3);
+        c.drain_timeout = Duration::from_secs(4);
+    });
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(connect(&server.url("?topic=t")).await);
+    }
+    server.wait_connections(CLIENTS).await;
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { read_until_close(&mut ws).await }))
+        .collect();
+    // Two rounds teach the pacer that frames keep coming; the second sets a deadline.
+    for (i, rounds) in [(0, 1), (1, 2)] {
+        server
+            .hub
+            .publish("t", &format!("warm-{i}"))
+            .expect("publish");
+        server
+            .wait_metric("hubcast_fanout_rounds_total", rounds)
+            .await;
+    }
+    let hub = server.hub.clone();
+    let stopped = tokio::task::spawn_blocking(move || {
+        for n in 0..N {
+            hub.publish("t", &n.to_string())
+                .expect("accepted before shutdown");
+        }
+        server.stop();
+    });
+    let want: Vec<Vec<u8>> = ["warm-0".to_string(), "warm-1".to_string()]
+        .into_iter()
+        .chain((0..N).map(|n| n.to_string()))
+        .map(String::into_bytes)
+        .collect();
+    for (i, r) in readers.into_iter().enumerate() {
+        let (got, code) = r.await.expect("client");
+        assert_eq!(got.len(), want.len(), "client {i}: {} messages", got.len());
+        assert_eq!(got, want, "client {i}: every message, in order");
+        assert_eq!(code, Some(1001), "client {i}");
+    }
+    within(stopped).await.expect("server stopped");
+}
+
+/// Every data message up to the close frame, and the close code (None when the socket
+/// just ended); then reads on, so the client answers the close and sees EOF.
+async fn read_until_close(ws: &mut Ws) -> (Vec<Vec<u8>>, Option<u16>) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut got = Vec::new();
+    let mut code = None;
+    while let Some(Ok(m)) = within(ws.next()).await {
+        match m {
+            Message::Text(t) => got.push(t.as_bytes().to_vec()),
+            Message::Close(frame) => {
+                code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    while next_data(ws).await.is_some() {}
+    (got, code)
 }
