@@ -100,11 +100,28 @@ async fn a_round_served_lane_by_lane_loses_and_repeats_nothing() {
             v1_pushes += got.len() as u64;
         }
     }
-    // The plain clients at both ends of every lane read everything, in order.
-    for i in [0, 1023, 1024, 2047, 2048, plain.len() - 1] {
+    // The plain clients on both sides of each lane boundary (keys 1,023 | 1,024 and
+    // 2,047 | 2,048), and the first and last, read everything, in order. Keys follow
+    // connect order, with the first v1 group's 20 keys after the first 1,100 plain ones.
+    let plain_at = |key: usize| {
+        if key < PLAIN_PER_GROUP {
+            key
+        } else {
+            key - V1_PER_GROUP
+        }
+    };
+    for key in [
+        0,
+        1023,
+        1024,
+        2047,
+        2048,
+        2 * PLAIN_PER_GROUP + V1_PER_GROUP - 1,
+    ] {
+        let i = plain_at(key);
         for n in 0..published {
             let m = next_data(&mut plain[i]).await.expect("a message");
-            assert_eq!(m, n.to_string().as_bytes(), "plain client {i}");
+            assert_eq!(m, n.to_string().as_bytes(), "plain client with key {key}");
         }
     }
     // And every plain client got every message exactly once: the server's count of
